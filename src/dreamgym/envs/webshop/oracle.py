@@ -4,16 +4,14 @@
 Plan: search the instruction (price clause dropped); if the target ASIN is listed, click it, else page
 with `Next >` through the results; if it never shows up, search the product's exact name. On the item
 page click each goal option (the product's option value that best matches it, fuzzy > 85 as the reward
-does), then `Buy Now`. Used by `collect --policy oracle` to make demonstrations for SFT and the buffer.
+does; ties go to the first listed), then `Buy Now`. Used by `collect --policy oracle` to make demonstrations for SFT and the buffer.
 """
 
 from __future__ import annotations
 
 import re
 
-from rapidfuzz import fuzz
-from rapidfuzz.utils import default_process
-
+from dreamgym.envs.webshop.reward import FUZZY_THRESHOLD, fuzzy_score
 from dreamgym.types import Task
 
 __all__ = ["WebShopOracle", "search_query"]
@@ -38,6 +36,7 @@ class WebShopOracle:
         self._searched_title = False
         self._pages_seen = 0
         self._chosen: set[str] = set()
+        self._opened: str | None = None  # the item page shows no ASIN: remember which one we clicked
 
     def act(self, observation: str, available_actions: list[str]) -> str:
         assert self.task is not None, "reset(task) first"
@@ -50,13 +49,14 @@ class WebShopOracle:
             return f"search[{search_query(self.task.instruction)}]"
         target = str(goal.get("asin", "")).lower()
         if "buy now" in clicks:  # item page
-            if target and target.upper() not in observation:
+            if self._opened != target:
                 return "click[< prev]"
             for value in self._options_to_click(clicks):
                 self._chosen.add(value)
                 return f"click[{value}]"
             return "click[buy now]"
         if target in clicks:
+            self._opened = target
             return f"click[{target}]"
         if "next >" in clicks and self._pages_seen + 1 < self.max_pages:
             self._pages_seen += 1
@@ -76,9 +76,9 @@ class WebShopOracle:
             if w in clicks:
                 best = w
             else:
-                scored = [(fuzz.token_set_ratio(w, c, processor=default_process), c) for c in clicks]
-                score, best = max(scored, default=(0, None))
-                if score <= 85:
+                scored = [(fuzzy_score(w, c), -i, c) for i, c in enumerate(clicks)]
+                score, _, best = max(scored, default=(0, 0, None))
+                if score <= FUZZY_THRESHOLD:
                     continue
             if best not in self._chosen:
                 out.append(best)

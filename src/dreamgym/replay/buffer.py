@@ -1,0 +1,446 @@
+"""Replay buffer: an hnswlib index (cosine) over phi(s, a) embeddings + the transitions it points to.
+
+`buffer build` seeds it with real trajectories, rollouts in the synthetic env grow it with synthetic
+ones, and the experience model asks it for the k transitions nearest (state, action) as grounding
+demonstrations (`query`, excluding the asking transition's own trajectory). Filters by source and
+env; identical transitions are stored once; a size cap evicts the oldest synthetic transitions first
+and real ones only when no synthetic is left (an incoming synthetic transition never evicts a real
+one: it is dropped instead). Queries whose filters leave few candidates run exactly.
+
+On disk (`save`/`load`): `index.bin` (hnswlib), `records.jsonl` (one transition per line, oldest
+first, with its index label), `meta.json` (schema, encoder name and dimension, index settings,
+counts, size + sha256 of the other two). Each is written to a temp file and renamed; the previous
+copy is hard-linked into `.prev/` until all three renames are done, so a crash at any point leaves
+a loadable buffer (the old one or the new one), and a modified or truncated file is refused by name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import hnswlib
+import numpy as np
+
+from dreamgym.config import ReplayConfig
+from dreamgym.errors import DreamGymError
+from dreamgym.replay.embed import Encoder, build_encoder, key_text
+from dreamgym.types import Trajectory, Transition
+
+__all__ = ["ReplayBuffer", "BufferFileError", "Hit", "BUFFER_SCHEMA", "SOURCES", "read_meta"]
+
+BUFFER_SCHEMA = 1
+SOURCES = ("real", "synthetic")
+_FILES = ("index.bin", "records.jsonl", "meta.json")
+log = logging.getLogger(__name__)
+
+
+class BufferFileError(DreamGymError):
+    """A buffer folder is missing, corrupt, or was built with another encoder; names the file."""
+
+
+@dataclass
+class Hit:
+    """One retrieved transition and its cosine similarity to the query key."""
+
+    transition: Transition
+    similarity: float
+
+
+class ReplayBuffer:
+    """Everything a caller needs, in reading order: add, query, counts, save, load."""
+
+    def __init__(self, encoder: Encoder, cfg: ReplayConfig | None = None, seed: int = 100):
+        self.encoder, self.cfg, self.seed = encoder, cfg or ReplayConfig(), int(seed)
+        self.dim = int(encoder.dim)
+        self.key_state_chars = self.cfg.key_state_chars
+        self.ef_search = self.cfg.ef_search
+        self._index = hnswlib.Index(space="cosine", dim=self.dim)
+        self._index.init_index(max_elements=self.cfg.capacity, M=self.cfg.M, ef_construction=self.cfg.ef_construction,
+                               random_seed=self.seed, allow_replace_deleted=True)
+        self._index.set_num_threads(1)
+        self._records: dict[int, Transition] = {}        # label -> transition, oldest first (FIFO order)
+        self._by_source: dict[str, dict[int, None]] = {s: {} for s in SOURCES}   # ordered label sets
+        self._by_group: dict[tuple[str, str], dict[int, None]] = {}              # (source, env) -> labels
+        self._by_traj: dict[str, set[int]] = {}
+        self._by_key: dict[str, int] = {}                  # dedup key -> label
+        self._next_label = 0
+        self.stats = {"encoded": 0, "encode_s": 0.0, "insert_s": 0.0}
+
+    @classmethod
+    def from_config(cls, cfg: ReplayConfig, seed: int = 100) -> "ReplayBuffer":
+        return cls(build_encoder(cfg.encoder, cfg.device, cfg.batch_size, cfg.hashing_dim, cfg.max_seq_length),
+                   cfg, seed=seed)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    # -- growing --------------------------------------------------------------------------------
+    def add(self, transitions: Iterable[Transition], embeddings: np.ndarray | None = None) -> dict[str, int]:
+        """Encode (in batches) and insert transitions. `embeddings` (N, dim), when given, are used
+        instead of encoding (benchmarks, precomputed keys). Returns counts: added, duplicates,
+        evicted (stored transitions removed by the cap), dropped (synthetic refused by a cap full
+        of real ones)."""
+        transitions = list(transitions)
+        for t in transitions:
+            if t.source not in SOURCES:
+                raise ValueError(f"transition {t.trajectory_id}:{t.step}: source {t.source!r}, expected real/synthetic")
+        fresh: list[int] = []                              # positions in `transitions` to insert
+        pending: dict[str, int] = {}
+        promote: dict[int, Transition] = {}                # stored synthetic record -> identical real one
+        for i, t in enumerate(transitions):
+            key = _dedup_key(t) if self.cfg.dedup else None
+            if key is not None and (key in self._by_key or key in pending):
+                if key in self._by_key and t.source == "real" and self._records[self._by_key[key]].source != "real":
+                    promote.setdefault(self._by_key[key], t)
+                elif key in pending and t.source == "real":
+                    j = pending[key]
+                    transitions[j] = transitions[j] if transitions[j].source == "real" else t
+                continue
+            if key is not None:
+                pending[key] = i
+            fresh.append(i)
+        out = {"added": 0, "duplicates": len(transitions) - len(fresh), "evicted": 0, "dropped": 0}
+        if embeddings is not None:
+            embeddings = np.asarray(embeddings, dtype=np.float32)
+            if embeddings.shape != (len(transitions), self.dim):
+                raise ValueError(f"embeddings shape {embeddings.shape}, expected ({len(transitions)}, {self.dim})")
+            vecs = embeddings[fresh]
+        else:
+            vecs = self._encode([key_text(transitions[i].state, transitions[i].action, self.key_state_chars)
+                                 for i in fresh])
+        for label, t in promote.items():                           # nothing is mutated before encoding succeeded
+            self._forget(label)
+            self._remember(label, t)
+        new_rows: dict[int, int] = {}                      # label -> row of `vecs`
+        stale: list[int] = []                              # labels already in the index, to mark deleted
+        for row, i in enumerate(fresh):
+            t = transitions[i]
+            if self.cfg.max_size and len(self._records) >= self.cfg.max_size:
+                victims = self._by_source["synthetic"] or (self._by_source["real"] if t.source == "real" else {})
+                if not victims:
+                    out["dropped"] += 1
+                    continue
+                victim = next(iter(victims))
+                self._forget(victim)
+                if new_rows.pop(victim, None) is None:
+                    stale.append(victim)
+                    out["evicted"] += 1
+                else:
+                    out["added"] -= 1
+            label = self._next_label
+            self._next_label += 1
+            self._remember(label, t)
+            new_rows[label] = row
+            out["added"] += 1
+        t0 = time.perf_counter()
+        for label in stale:
+            self._index.mark_deleted(label)
+        if new_rows:
+            deleted = self._index.element_count - (len(self._records) - len(new_rows))   # slots to reuse
+            free = self._index.max_elements - self._index.element_count + deleted
+            if len(new_rows) > free:
+                self._index.resize_index(max(2 * self._index.max_elements,
+                                             self._index.max_elements + len(new_rows) - free))
+            labels = np.fromiter(new_rows, dtype=np.int64, count=len(new_rows))
+            self._index.add_items(vecs[list(new_rows.values())], labels, num_threads=self.cfg.num_threads,
+                                  replace_deleted=True)
+        self.stats["insert_s"] += time.perf_counter() - t0
+        return out
+
+    def add_trajectories(self, trajectories: Iterable[Trajectory]) -> dict[str, int]:
+        """`add` every transition of the trajectories (one batched encode)."""
+        return self.add([t for traj in trajectories for t in traj.transitions()])
+
+    # -- retrieval ------------------------------------------------------------------------------
+    def query(self, state: str, action: str, k: int, source: str | None = None, env: str | None = None,
+              exclude_trajectory: str | None = None) -> list[Transition]:
+        """The k stored transitions whose phi(s, a) is nearest (cosine) to phi(state, action), best
+        first; fewer if fewer match the filters. `exclude_trajectory`: the asking transition's own
+        trajectory id, so that a transition never retrieves itself."""
+        hits = self.search([state], [action], k, source, env, [exclude_trajectory])[0]
+        return [h.transition for h in hits]
+
+    def search(self, states: list[str], actions: list[str], k: int, source: str | None = None,
+               env: str | None = None, exclude_trajectories: list[str | None] | None = None) -> list[list[Hit]]:
+        """Batched `query` with similarities: one batched encode, one hit list per (state, action)."""
+        vecs = self._encode([key_text(s, a, self.key_state_chars) for s, a in zip(states, actions, strict=True)])
+        return self.search_vectors(vecs, k, source, env, exclude_trajectories)
+
+    def search_vectors(self, vecs: np.ndarray, k: int, source: str | None = None, env: str | None = None,
+                       exclude_trajectories: list[str | None] | None = None) -> list[list[Hit]]:
+        """Top-k by precomputed key vectors (Q, dim); the code path `query` ends in."""
+        if source is not None and source not in SOURCES:
+            raise ValueError(f"source {source!r}, expected one of {SOURCES} or None")
+        vecs = np.asarray(vecs, dtype=np.float32).reshape(-1, self.dim)
+        excludes = list(exclude_trajectories or [None] * len(vecs))
+        if len(excludes) != len(vecs):
+            raise ValueError(f"{len(excludes)} exclude_trajectories for {len(vecs)} queries")
+        if k <= 0 or not self._records:
+            return [[] for _ in vecs]
+        groups = [g for g in self._by_group if (source is None or g[0] == source) and (env is None or g[1] == env)]
+        n_group = sum(len(self._by_group[g]) for g in groups)
+        out: list[list[Hit]] = []
+        plain = [i for i, x in enumerate(excludes) if x is None or x not in self._by_traj]
+        if len(groups) == len(self._by_group) and n_group > self.cfg.exact_below and len(plain) == len(vecs):
+            return self._hnsw(vecs, min(k, n_group), None)          # no filter at all: one batched call
+        for q, excl in zip(vecs, excludes):
+            skip = self._by_traj.get(excl, set()) if excl is not None else set()
+            n_allowed = n_group - sum(1 for lb in skip if self._group_of(lb) in groups)
+            kk = min(k, n_allowed)
+            if kk <= 0:
+                out.append([])
+            elif n_allowed <= self.cfg.exact_below:
+                labels = [lb for g in groups for lb in self._by_group[g] if lb not in skip]
+                out.append(self._exact(q, labels, kk))
+            else:
+                allowed = set(groups)
+                recs = self._records
+
+                def keep(lb: int) -> bool:
+                    r = recs.get(lb)
+                    return r is not None and (r.source, r.env) in allowed and lb not in skip
+                out.extend(self._hnsw(q[None], kk, keep if (len(groups) < len(self._by_group) or skip) else None,
+                                      fallback=lambda: [lb for g in groups for lb in self._by_group[g] if lb not in skip]))
+        return out
+
+    def counts(self) -> dict:
+        """{"total", "real", "synthetic", "by_env": {env: {"real", "synthetic"}}}."""
+        by_env: dict[str, dict[str, int]] = {}
+        for (src, env), labels in sorted(self._by_group.items()):
+            by_env.setdefault(env, {s: 0 for s in SOURCES})[src] = len(labels)
+        return {"total": len(self), **{s: len(self._by_source[s]) for s in SOURCES}, "by_env": by_env}
+
+    def transitions(self) -> list[Transition]:
+        """All stored transitions, oldest first."""
+        return list(self._records.values())
+
+    # -- persistence ----------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        """Write index.bin, records.jsonl, meta.json to `directory` (temp files + renames, old copy
+        kept in .prev/ until the new one is complete). Returns the directory."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = {name: d / f".{name}.tmp-{os.getpid()}" for name in _FILES}
+        try:
+            self._index.save_index(str(tmp["index.bin"]))
+            _fsync(tmp["index.bin"])
+            with tmp["records.jsonl"].open("w", encoding="utf-8") as f:
+                for label, t in self._records.items():
+                    f.write(json.dumps({"label": label, **t.to_dict()}, ensure_ascii=False) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            meta = self._meta({n: _file_digest(tmp[n]) for n in ("index.bin", "records.jsonl")})
+            with tmp["meta.json"].open("w", encoding="utf-8") as f:
+                f.write(json.dumps(meta, indent=2))
+                f.flush()
+                os.fsync(f.fileno())
+            prev = d / ".prev"
+            if (d / "meta.json").exists():
+                if not prev.exists() or _verify(d) is None:    # keep a .prev that is the only good copy
+                    shutil.rmtree(prev, ignore_errors=True)
+                    prev.mkdir()
+                    for name in _FILES:
+                        if (d / name).exists():
+                            _link_or_copy(d / name, prev / name)
+            for name in _FILES:                                 # meta.json last
+                os.replace(tmp[name], d / name)
+            _fsync_dir(d)
+            shutil.rmtree(prev, ignore_errors=True)
+        finally:
+            for p in tmp.values():
+                p.unlink(missing_ok=True)
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path, encoder: Encoder | None = None, cfg: ReplayConfig | None = None) -> "ReplayBuffer":
+        """Load a saved buffer. `encoder` must be the one it was built with (name and dimension are
+        checked); None builds it from meta.json's encoder name. What the files depend on (M,
+        ef_construction, phi's state length, dedup) always comes from meta.json; the other settings
+        (ef_search, cap, exact_below, threads) from `cfg` when given, else as saved."""
+        d = Path(directory)
+        if not d.is_dir():
+            raise BufferFileError(f"{d}: replay buffer folder not found")
+        problem = _verify(d)
+        if problem is not None:
+            if (d / ".prev").is_dir() and _verify(d / ".prev") is None:
+                log.warning("%s; loading the previous copy from %s", problem, d / ".prev")
+                d = d / ".prev"
+            else:
+                raise BufferFileError(problem)
+        meta = read_meta(d)
+        saved = {k: v for k, v in (meta.get("config") or {}).items() if k in ReplayConfig.__dataclass_fields__}
+        fixed = {k: meta[k] for k in ("M", "ef_construction", "key_state_chars", "dedup", "encoder")}  # files need these
+        cfg = ReplayConfig(**{**(cfg.__dict__ if cfg else {**saved, "ef_search": meta["ef_search"],
+                                                             "max_size": meta["max_size"]}), **fixed})
+        if encoder is None:
+            encoder = build_encoder(meta["encoder"], cfg.device, cfg.batch_size, int(meta["dim"]), cfg.max_seq_length)
+        if encoder.name != meta["encoder"] or int(encoder.dim) != int(meta["dim"]):
+            raise BufferFileError(f"{d / 'meta.json'}: buffer built with encoder {meta['encoder']!r} (dim {meta['dim']}), "
+                                  f"not {encoder.name!r} (dim {encoder.dim}); set replay.encoder={meta['encoder']} "
+                                  "or rebuild the buffer")
+        buf = cls(encoder, cfg, seed=meta.get("seed", 100))
+        buf._index = hnswlib.Index(space="cosine", dim=buf.dim)
+        try:
+            buf._index.load_index(str(d / "index.bin"), max_elements=0, allow_replace_deleted=True)
+        except (RuntimeError, MemoryError, ValueError) as e:
+            raise BufferFileError(f"{d / 'index.bin'}: cannot read the hnswlib index: {e}") from None
+        with (d / "records.jsonl").open(encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                try:
+                    rec = json.loads(line)
+                    label = int(rec.pop("label"))
+                    buf._remember(label, Transition.from_dict(rec))
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+                    raise BufferFileError(f"{d / 'records.jsonl'}:{lineno}: bad record: {e}") from None
+        buf._next_label = int(meta["next_label"])
+        if len(buf) != meta["counts"]["total"] or buf._index.element_count < len(buf):
+            raise BufferFileError(f"{d / 'records.jsonl'}: {len(buf)} records, but meta.json counts "
+                                  f"{meta['counts']['total']} and index.bin holds {buf._index.element_count}")
+        return buf
+
+    # -- internals ------------------------------------------------------------------------------
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        t0 = time.perf_counter()
+        vecs = self.encoder.encode(texts) if texts else np.zeros((0, self.dim), dtype=np.float32)
+        self.stats["encode_s"] += time.perf_counter() - t0
+        self.stats["encoded"] += len(texts)
+        return np.asarray(vecs, dtype=np.float32).reshape(-1, self.dim)
+
+    def _remember(self, label: int, t: Transition) -> None:
+        self._records[label] = t
+        self._by_source[t.source][label] = None
+        self._by_group.setdefault((t.source, t.env), {})[label] = None
+        self._by_traj.setdefault(t.trajectory_id, set()).add(label)
+        if self.cfg.dedup:
+            self._by_key[_dedup_key(t)] = label
+
+    def _forget(self, label: int) -> None:
+        t = self._records.pop(label)
+        del self._by_source[t.source][label]
+        group = self._by_group[(t.source, t.env)]
+        del group[label]
+        if not group:
+            del self._by_group[(t.source, t.env)]
+        traj = self._by_traj[t.trajectory_id]
+        traj.discard(label)
+        if not traj:
+            del self._by_traj[t.trajectory_id]
+        if self.cfg.dedup:
+            self._by_key.pop(_dedup_key(t), None)
+
+    def _group_of(self, label: int) -> tuple[str, str]:
+        t = self._records[label]
+        return (t.source, t.env)
+
+    def _exact(self, q: np.ndarray, labels: list[int], k: int) -> list[Hit]:
+        if not labels:
+            return []
+        mat = self._index.get_items(labels)                   # stored rows are unit norm (cosine space)
+        sims = np.asarray(mat, dtype=np.float32) @ (q / max(float(np.linalg.norm(q)), 1e-12))
+        top = np.argpartition(-sims, k - 1)[:k] if k < len(labels) else np.arange(len(labels))
+        top = top[np.lexsort((np.asarray(labels)[top], -sims[top]))]   # ties: older label first
+        return [Hit(self._records[labels[i]], float(sims[i])) for i in top]
+
+    def _hnsw(self, vecs: np.ndarray, k: int, keep, fallback=None) -> list[list[Hit]]:
+        self._index.set_ef(max(self.ef_search, k))
+        try:
+            labels, dists = self._index.knn_query(vecs, k=k, num_threads=1, filter=keep)
+        except RuntimeError:                                   # graph walk found < k allowed: go exact
+            allowed = fallback() if fallback else list(self._records)
+            return [self._exact(q, allowed, k) for q in vecs]
+        return [[Hit(self._records[int(lb)], 1.0 - float(dd)) for lb, dd in zip(row_l, row_d)]
+                for row_l, row_d in zip(labels, dists)]
+
+    def _meta(self, files: dict[str, dict]) -> dict:
+        return {"schema": BUFFER_SCHEMA, "kind": "dreamgym-replay-buffer", "encoder": self.encoder.name,
+                "dim": self.dim, "space": "cosine", "key_format": "action+state/v1",
+                "key_state_chars": self.key_state_chars, "M": self.cfg.M,
+                "ef_construction": self.cfg.ef_construction, "ef_search": self.ef_search,
+                "max_size": self.cfg.max_size, "dedup": self.cfg.dedup, "seed": self.seed,
+                "next_label": self._next_label, "index_elements": self._index.element_count,
+                "index_capacity": self._index.max_elements, "counts": self.counts(), "files": files,
+                "config": {**self.cfg.__dict__, "ef_search": self.ef_search},
+                "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def read_meta(directory: str | Path) -> dict:
+    """meta.json of a saved buffer, checked for the keys and schema this version reads."""
+    path = Path(directory) / "meta.json"
+    if not path.is_file():
+        raise BufferFileError(f"{path}: not found (is {Path(directory)} a replay buffer folder?)")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BufferFileError(f"{path}: not valid JSON ({e}): file corrupt") from None
+    if not isinstance(meta, dict) or meta.get("schema") != BUFFER_SCHEMA:
+        got = meta.get("schema") if isinstance(meta, dict) else type(meta).__name__
+        raise BufferFileError(f"{path}: schema {got!r}, expected {BUFFER_SCHEMA}")
+    missing = [k for k in ("encoder", "dim", "M", "ef_construction", "ef_search", "key_state_chars", "max_size",
+                           "dedup", "next_label", "counts", "files") if k not in meta]
+    if missing:
+        raise BufferFileError(f"{path}: missing keys {', '.join(missing)}")
+    return meta
+
+
+# -- file helpers ------------------------------------------------------------------------------
+
+def _dedup_key(t: Transition) -> str:
+    blob = json.dumps([t.env, t.instruction, t.state, t.action, t.next_state, round(float(t.reward), 6),
+                       bool(t.done)], ensure_ascii=False)
+    return hashlib.sha1(blob.encode("utf-8")).hexdigest()
+
+
+def _verify(d: Path) -> str | None:
+    """None if meta.json, index.bin and records.jsonl exist and match; else what is wrong (naming the file)."""
+    try:
+        meta = read_meta(d)
+    except BufferFileError as e:
+        return str(e)
+    for name in ("index.bin", "records.jsonl"):
+        path = d / name
+        want = meta["files"].get(name) or {}
+        if not path.is_file():
+            return f"{path}: not found"
+        if path.stat().st_size != want.get("bytes") or _file_digest(path)["sha256"] != want.get("sha256"):
+            return (f"{path}: does not match meta.json (size or sha256 differs): file corrupt or modified, "
+                    "or a save was interrupted")
+    return None
+
+
+def _file_digest(path: Path) -> dict:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return {"bytes": path.stat().st_size, "sha256": h.hexdigest()}
+
+
+def _fsync(path: Path) -> None:
+    with path.open("rb+") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
