@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 
 from dreamgym.config import EnvConfig, ServeEnvConfig, WebShopConfig
-from dreamgym.envs.base import make_env
 from dreamgym.envs.http_client import EnvServerError, HttpEnv
 from dreamgym.envs.http_server import EnvServer, env_spawner, serve
 from dreamgym.episodes import run_episode

@@ -125,6 +125,26 @@ def buffer_info(
           f"{info['ef_construction']}, ef_search {info['ef_search']}, max_size {info['max_size'] or 'none'}")
 
 
+@app.command()
+def annotate(
+    overrides: Overrides = None,
+    config: Configs = None,
+    run_dir: RunDirOpt = None,
+    seed: SeedOpt = None,
+    data: Annotated[Optional[list[Path]], typer.Option("--data", help="trajectory JSON lines (repeatable)")] = None,
+    buffer: Annotated[Optional[Path], typer.Option("--buffer", help="replay buffer dir for top-k demonstrations")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="SFT records JSON lines (also the resume cache)")] = None,
+    teacher: Annotated[Optional[str], typer.Option(help="rule, model or none (config key teacher)")] = None,
+):
+    """Write teacher rationales for offline real transitions: the experience model's SFT set."""
+    from dreamgym.pipelines.annotate import annotate as run
+
+    cfg = _load(C.AnnotateConfig, config, overrides, seed=seed, teacher=teacher)
+    summary = run(cfg, data or [], out=out, buffer_dir=buffer, run_dir=run_dir)
+    console.print(f"{summary['annotated']} transitions annotated ({summary['cached']} cached) -> {summary['out']}")
+    print(summary["run_dir"])
+
+
 def main() -> None:
     """Console-script entry point: user errors become one red line and exit code 2."""
     from dreamgym.errors import USER_ERRORS

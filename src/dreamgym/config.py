@@ -23,6 +23,7 @@ __all__ = [
     "EnvConfig",
     "CollectConfig",
     "ServeEnvConfig",
+    "AnnotateConfig",
     "LoraSettings",
     "ModelConfig",
     "ExperiencePromptConfig",
@@ -322,6 +323,32 @@ class ModelConfig:
                                   f"{', '.join(allowed)}")
         if not self.name.strip():
             raise ConfigError("key 'model.name': expected 'smollm2-135m', 'tiny-random', a folder or a model id")
+
+
+@dataclass
+class AnnotateConfig:
+    """`dreamgym annotate`: teacher rationales R* for offline real transitions (paper Eq. 5)."""
+
+    teacher: str = "rule"
+    """'rule' (deterministic rationale from the transition; the CPU default), 'model' (an LLM teacher:
+    `model.*`, shown the true next state) or 'none' (the paper's no-reasoning ablation)"""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """the teacher LLM when teacher=model (no LoRA training happens here)"""
+    max_new_tokens: int = 80
+    """longest rationale the LLM teacher may write"""
+    batch_size: int = 8
+    """prompts per teacher generate() call"""
+    demos_k: int = 3
+    """demonstrations retrieved per transition from `--buffer` (own trajectory excluded); 0 = none"""
+    seed: int = 0
+    """seed of the LLM teacher's generation (greedy by default, so it only matters for sampling)"""
+
+    def __post_init__(self) -> None:
+        if self.teacher not in ("rule", "model", "none"):
+            raise ConfigError(f"key 'teacher': got {self.teacher!r}, expected 'rule', 'model' or 'none'")
+        if self.max_new_tokens < 1 or self.batch_size < 1 or self.demos_k < 0:
+            raise ConfigError("keys 'max_new_tokens'/'batch_size'/'demos_k': expected positive integers "
+                              "(demos_k may be 0)")
 
 
 def load_config(schema: type[T], files: list[str | Path] | None = None, overrides: list[str] | None = None) -> T:

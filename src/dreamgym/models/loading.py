@@ -264,13 +264,14 @@ def _load_base(cfg: ModelConfig, tokenizer: Any, for_training: bool) -> Any:
         model = _from_pretrained(_model_source(cfg), cfg, device, dtype)
     if cfg.quantization == "none":
         model.to(device)
+    elif for_training or cfg.name == TINY_RANDOM:  # tiny layers (K=32) are also too narrow for the packed kernel
+        _disable_cpu_4bit_repacking(model)
     if not for_training:
         return model.eval().requires_grad_(False)
     ckpt_kwargs = {"use_reentrant": False}
     if cfg.quantization == "nf4":
         from peft import prepare_model_for_kbit_training
 
-        _disable_cpu_4bit_repacking(model)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing,
                                                 gradient_checkpointing_kwargs=ckpt_kwargs)
     elif cfg.gradient_checkpointing:
@@ -356,8 +357,9 @@ def _tiny_random(tokenizer: Any, seed: int) -> Any:
 
 
 def _disable_cpu_4bit_repacking(model: Any) -> None:
-    """Keep bitsandbytes from repacking 4-bit weights for its AVX512_BF16 inference kernel: that kernel
-    is invisible to autograd, so after one eval-mode `generate` LoRA gradients silently miss the base path."""
+    """Keep bitsandbytes (0.50.2) from repacking 4-bit weights for its AVX512_BF16 CPU kernel. Linear4bit
+    repacks on its first eval-mode forward without grad (`generate`) and never unpacks for training;
+    matmul_4bit then calls that kernel outside autograd, so LoRA gradients silently miss the base path."""
     for module in model.modules():
         if hasattr(module, "support_avx512bf16_for_cpu"):
             module.support_avx512bf16_for_cpu = False
@@ -381,7 +383,7 @@ def _convert_gguf(gguf: Path, dest: Path, with_model: bool = True) -> Path:
         if tmp is None:  # another process finished it while we waited for the lock
             return dest
         t0 = time.perf_counter()
-        log.info("converting %s to %s once (about a minute on 2 CPU cores)", gguf, dest)
+        log.info("converting %s to %s (once)", gguf, dest)
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
         if not getattr(tok, "chat_template", None):  # SmolLM2's GGUF has one; kept for other files
             tok.chat_template = CHATML_TEMPLATE

@@ -177,10 +177,17 @@ class SentenceEncoder:
     # -- loading -------------------------------------------------------------------------------
     def _load_transformers(self, modules: list[dict]) -> None:
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
         self._st = None
         self._tok = AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
-        self._model = AutoModel.from_pretrained(str(self.path), local_files_only=True).to(self.device).eval()
+        bar = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()                  # no "Loading weights" bar on every CLI call
+        try:
+            self._model = AutoModel.from_pretrained(str(self.path), local_files_only=True).to(self.device).eval()
+        finally:
+            if bar:
+                hf_logging.enable_progress_bar()
         pool_dir = next((m.get("path", "") for m in modules if m.get("type", "").endswith("Pooling")), "1_Pooling")
         pool = _read_json(self.path / pool_dir / "config.json", default={"pooling_mode_mean_tokens": True})
         self._mode = ("cls" if pool.get("pooling_mode_cls_token") else
