@@ -24,6 +24,7 @@ __all__ = [
     "CollectConfig",
     "ServeEnvConfig",
     "AnnotateConfig",
+    "SyntheticEnvConfig",
     "LoraSettings",
     "ModelConfig",
     "ExperiencePromptConfig",
@@ -349,6 +350,43 @@ class AnnotateConfig:
         if self.max_new_tokens < 1 or self.batch_size < 1 or self.demos_k < 0:
             raise ConfigError("keys 'max_new_tokens'/'batch_size'/'demos_k': expected positive integers "
                               "(demos_k may be 0)")
+
+
+@dataclass
+class SyntheticEnvConfig:
+    """The synthetic environment: the experience model (+ replay-buffer retrieval) answering actions."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """base model of the experience model; its LoRA adapter comes from `--world-model`"""
+    prompt: ExperiencePromptConfig = field(default_factory=ExperiencePromptConfig)
+    max_new_tokens: int = 192
+    """longest experience-model answer (reasoning + next state + reward + done)"""
+    batch_size: int = 16
+    """episodes per generate() call"""
+    do_sample: bool = False
+    """sample the experience model (True) or decode greedily (False, the default: a deterministic world)"""
+    temperature: float = 1.0
+    """sampling temperature when do_sample"""
+    retrieval: bool = True
+    """ground each step on the top-k buffer transitions (False = the paper's "no replay" ablation)"""
+    max_steps: int = 15
+    """episode step limit of the synthetic env (as the real env's)"""
+    initial_state: str = "real_reset"
+    """first state of an episode: 'real_reset' (the real env renders its start page; no real step is
+    taken) or 'template' (`initial_template` filled with the instruction)"""
+    initial_template: str = "Instruction: [SEP] {instruction}"
+    """first state when initial_state=template"""
+    write_back: bool = True
+    """add finished synthetic episodes' transitions to the replay buffer (source 'synthetic')"""
+    seed: int = 0
+    """seed of sampling"""
+
+    def __post_init__(self) -> None:
+        if self.initial_state not in ("real_reset", "template"):
+            raise ConfigError(f"key 'initial_state': got {self.initial_state!r}, expected 'real_reset' or 'template'")
+        if self.max_new_tokens < 8 or self.batch_size < 1 or self.max_steps < 1:
+            raise ConfigError("keys 'max_new_tokens'/'batch_size'/'max_steps': expected max_new_tokens >= 8 "
+                              "and positive batch_size and max_steps")
 
 
 def load_config(schema: type[T], files: list[str | Path] | None = None, overrides: list[str] | None = None) -> T:

@@ -275,7 +275,7 @@ def _load_base(cfg: ModelConfig, tokenizer: Any, for_training: bool) -> Any:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing,
                                                 gradient_checkpointing_kwargs=ckpt_kwargs)
     elif cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=ckpt_kwargs)
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=ckpt_kwargs)
     return model.train()
 
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import html as _html
 import json
+import re
 from dataclasses import dataclass, field
 
-__all__ = ["Element", "Page", "search_page", "results_page", "item_page", "sub_page", "done_page",
+__all__ = ["Element", "Page", "search_page", "results_page", "item_page", "sub_page", "done_page", "actions_from_text",
            "END_BUTTON", "NEXT_PAGE", "PREV_PAGE", "BACK_TO_SEARCH", "SUB_PAGES"]
 
 END_BUTTON = "Buy Now"
@@ -140,3 +141,23 @@ def done_page(asin: str, options: dict, reward: float) -> Page:
              "instuction text", "category", "product category", "query", "Goal", "None", "Reward",
              "Your score (min 0.0, max 1.0)", str(reward), "Reward Details", "None"]
     return Page("done", [Element(t) for t in texts])
+
+
+_BUTTONS = {b.lower() for b in (BACK_TO_SEARCH, PREV_PAGE, NEXT_PAGE, END_BUTTON, *SUB_PAGES)}
+_ASIN = re.compile(r"B[0-9A-Z]{9}")
+
+
+def actions_from_text(observation: str) -> list[str]:
+    """Best-effort available actions of a page known only as text (a synthetic state): `search[...]`
+    on a page ending in the Search button, known buttons, ASIN-like segments, and on an item page the
+    segments between `< Prev` and the title (option names and values: text alone cannot tell them
+    apart, so option names are listed too). Exact for real pages' buttons and products."""
+    segs = [x.strip() for x in observation.split(" [SEP] ") if x.strip()]
+    if segs and segs[-1] == "Search":
+        return ["search[...]"]
+    clicks = [x.lower() for x in segs if x.lower() in _BUTTONS or _ASIN.fullmatch(x)]
+    if END_BUTTON in segs and PREV_PAGE in segs:
+        price = next((i for i, x in enumerate(segs) if x.startswith("Price:")), None)
+        if price is not None:
+            clicks += segs[segs.index(PREV_PAGE) + 1: max(price - 1, 0)]
+    return [f"click[{c}]" for c in dict.fromkeys(clicks)]

@@ -1,0 +1,80 @@
+"""Synthetic env on a tiny random model: batched well-formed StepResults, counted parse fallbacks,
+step limit, synthetic trajectories with reasoning fields, write-back to the buffer (train only)."""
+
+import pytest
+
+from dreamgym.config import EnvConfig, ModelConfig, ReplayConfig, SyntheticEnvConfig
+from dreamgym.envs.base import make_env
+from dreamgym.experience.synthetic_env import SyntheticEnv, SyntheticVectorEnv, build_predictor
+from dreamgym.replay.buffer import ReplayBuffer
+from dreamgym.replay.embed import build_encoder
+
+
+@pytest.fixture(scope="module")
+def real_env():
+    return make_env(EnvConfig())
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    return build_predictor(_cfg())
+
+
+def _cfg(**kw):
+    base = dict(model=ModelConfig(name="tiny-random"), max_new_tokens=12, batch_size=4, max_steps=3)
+    base.update(kw)
+    return SyntheticEnvConfig(**base)
+
+
+def test_batched_steps_are_well_formed_and_fallbacks_counted(real_env, predictor):
+    buffer = ReplayBuffer(build_encoder("hashing"), ReplayConfig(encoder="hashing"))
+    predictor.buffer = buffer
+    vec = SyntheticVectorEnv(predictor, _cfg(), "webshop", real_env=real_env, buffer=buffer)
+    tasks = real_env.tasks("train")[:3] + real_env.tasks("dev")[:1]
+    first = vec.reset(tasks)
+    assert [r.observation for r in first] == [real_env.reset(t).observation for t in tasks]
+    assert vec.available_actions() == [["search[...]"]] * 4
+    steps = 0
+    while vec.running:
+        results = vec.step(["search[red shoes]"] * len(vec.running))
+        steps += 1
+        for r in results:
+            assert isinstance(r.observation, str) and 0.0 <= r.reward <= 1.0 and isinstance(r.done, bool)
+    assert steps <= 3
+    trajs = vec.trajectories()
+    assert len(trajs) == 4 and all(t.source == "synthetic" and 1 <= len(t.steps) <= 3 for t in trajs)
+    # a random 2-layer model writes no valid tags: every step is the counted no-op fallback
+    fallbacks = [s.parse_fallback for t in trajs for s in t.steps]
+    assert all(fallbacks) and all(s.reasoning is not None for t in trajs for s in t.steps)
+    m = vec.metrics()
+    assert m["wm/parse_fail_rate"] == 1.0 and m["cost/synthetic_transitions"] == len(fallbacks)
+    assert all(t.steps[-1].done for t in trajs)
+    d = trajs[0].to_dict()
+    assert "reasoning" in d["steps"][0] and "parse_fallback" in d["steps"][0]
+    # write-back: train episodes only (split hygiene)
+    unique = {(t.task.instruction, tr.state, tr.action, tr.next_state, tr.reward, tr.done)
+              for t in trajs if t.task.split == "train" for tr in t.transitions()}
+    assert buffer.counts()["synthetic"] == len(unique)  # identical transitions are stored once
+
+
+def test_single_episode_env_protocol(real_env, predictor):
+    env = SyntheticEnv(SyntheticVectorEnv(predictor, _cfg(max_steps=2), "webshop",
+                                          real_env=real_env), task_source=real_env)
+    task = env.tasks("train")[0]
+    assert env.reset(task).observation.startswith("WebShop [SEP] Instruction:")
+    assert env.available_actions() == ["search[...]"]
+    assert not env.step("search[x]").done
+    assert env.step("click[y]").done  # step limit 2
+    after = env.step("click[y]")
+    assert after.done and after.info["invalid_action"]
+
+
+def test_template_initial_state_and_action_count_check(predictor):
+    cfg = _cfg(initial_state="template")
+    vec = SyntheticVectorEnv(predictor, cfg, "textgame")
+    from dreamgym.types import Task
+
+    r = vec.reset([Task(id="g:1", instruction="open the door", env="textgame", split="train")])
+    assert r[0].observation == "Instruction: [SEP] open the door" and vec.available_actions() == [[]]
+    with pytest.raises(ValueError, match="2 actions for 1 running"):
+        vec.step(["a", "b"])
