@@ -4,6 +4,7 @@ conversion, a load from the converted cache, and greedy generation speed at batc
     python benchmarks/model_loading.py                    # converts into a temp cache (~1 min), then measures
     python benchmarks/model_loading.py --cache-dir DIR    # reuse a cache (conversion is skipped when present)
     python benchmarks/model_loading.py --dtype bfloat16   # compare dtypes (auto = float32 on AVX2-only CPUs)
+    python benchmarks/model_loading.py --threads 1        # busy machine: oversubscribed threads crawl
 
 Generation: greedy, exactly --new-tokens tokens per sequence (min = max, so EOS never shortens a row),
 chat-template prompts of different lengths, left-padded. tok/s = batch x new tokens / wall clock of
@@ -42,7 +43,11 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice); on a "
+                    "busy shared machine 1 thread can be several times faster than oversubscribed cores")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
     flags = sorted(_cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"})
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {threads}, "
@@ -60,7 +65,8 @@ def main() -> None:
 
         rates = {}
         for batch in args.batches:
-            texts = [chat_prompt_ids(tok, [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}]) for i in range(batch)]
+            texts = [chat_prompt_ids(tok, [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}])
+                     for i in range(batch)]
             enc = tok.pad({"input_ids": texts}, return_tensors="pt")
             best = float("inf")
             for _ in range(args.repeats):

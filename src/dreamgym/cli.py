@@ -145,6 +145,58 @@ def annotate(
     print(summary["run_dir"])
 
 
+@app.command("fit-world-model")
+def fit_world_model(
+    overrides: Overrides = None,
+    config: Configs = None,
+    run_dir: RunDirOpt = None,
+    seed: SeedOpt = None,
+    data: Annotated[Optional[list[Path]], typer.Option(
+        "--data", help="SFT records of `annotate`, or trajectory JSON lines (repeatable, required)")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue --run-dir from its last checkpoint "
+                                                          "with its saved config (model/data changes refused)")] = False,
+):
+    """Fine-tune the experience model on real transitions (paper Eq. 5); writes a LoRA adapter."""
+    from dreamgym.pipelines.fit_world_model import fit_world_model as run
+
+    files = list(config or [])
+    if resume and run_dir is not None and (run_dir / "config.yaml").is_file():
+        files.insert(0, run_dir / "config.yaml")  # the saved config is the base; overrides go on top
+    cfg = _load(C.FitWorldModelConfig, files, overrides, seed=seed)
+    summary = run(cfg, data or [], run_dir=run_dir, resume=resume)
+    fmt = lambda x: "n/a" if x is None else f"{x:.4f}"  # noqa: E731
+    console.print(f"train_loss {fmt(summary['train_loss'])}, val_loss {fmt(summary['val_loss'])} "
+                  f"(before {fmt(summary['val_loss_first'])}), {summary['tokens_per_s']:.0f} tokens/s, "
+                  f"{summary['train_examples']} train / {summary['val_examples']} val examples -> "
+                  f"{summary['adapter_dir']}")
+    print(summary["run_dir"])
+
+
+@app.command("eval-world-model")
+def eval_world_model(
+    overrides: Overrides = None,
+    config: Configs = None,
+    run_dir: RunDirOpt = None,
+    seed: SeedOpt = None,
+    data: Annotated[Optional[list[Path]], typer.Option("--data", help="held-out real trajectory JSON lines (repeatable)")] = None,
+    world_model: Annotated[Optional[str], typer.Option("--world-model", help="adapter dir or fit-world-model run dir (default: the base model)")] = None,
+    no_reasoning_model: Annotated[Optional[str], typer.Option("--no-reasoning-model", help="adapter trained without reasoning, for the no_reasoning mode (default: --world-model with the no-reasoning prompt)")] = None,
+    buffer: Annotated[Optional[Path], typer.Option("--buffer", help="replay buffer dir for retrieval (without it full == no_retrieval)")] = None,
+):
+    """Audit the experience model on held-out real transitions: reward accuracy, success precision/recall,
+    next-state agreement and parse failures, with retrieval and reasoning on and off."""
+    from dreamgym.pipelines.eval_world_model import eval_world_model as run
+
+    cfg = _load(C.EvalWorldModelConfig, config, overrides, seed=seed)
+    s = run(cfg, data or [], world_model=world_model, no_reasoning_model=no_reasoning_model, buffer_dir=buffer,
+            run_dir=run_dir)
+    console.print(f"{s['flat_mode']}: reward_accuracy {s['reward_accuracy']:.3f} (majority "
+                  f"{s['majority_baseline_accuracy']:.3f}), terminal_balanced_accuracy "
+                  f"{s['terminal_balanced_accuracy']:.3f}, next_state_exact_match {s['next_state_exact_match']:.3f}, "
+                  f"parse_fail_rate {s['parse_fail_rate']:.3f} over {s['n_transitions']} transitions")
+    print(s["run_dir"])
+
+
 def main() -> None:
     """Console-script entry point: user errors become one red line and exit code 2."""
     from dreamgym.errors import USER_ERRORS
