@@ -116,6 +116,13 @@ def test_fidelity_metrics_zero_division_and_alignment():
         fidelity_metrics([_rec("s", "t", 0.0, False)], [], [], [])
 
 
+def test_default_modes_are_the_audit_modes():
+    from dreamgym.config import EvalWorldModelConfig
+    from dreamgym.experience.fidelity import MODES
+
+    assert EvalWorldModelConfig().modes == list(MODES)
+
+
 def test_state_similarities_and_normalisation():
     enc = build_encoder("hashing")
     sims = state_similarities(enc, ["red shoes size 9", "alpha beta"], ["red shoes  size 9", "gamma delta"])

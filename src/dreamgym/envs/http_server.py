@@ -258,14 +258,12 @@ class EnvServer:
 def env_spawner(template: Any, env_cfg: EnvConfig | None = None) -> Callable[[], Any]:
     """How to make more envs like `template` without reloading its data.
 
-    `template.spawn()` if the env defines it; for native WebShop a sibling sharing the loaded catalog,
-    its BM25 index and the title scorer; otherwise `make_env(env_cfg)` each time (slow for heavy envs:
+    `template.spawn()` if the env defines it (native WebShop: a sibling sharing the loaded catalog, its
+    BM25 index and the title scorer); otherwise `make_env(env_cfg)` each time (slow for heavy envs:
     give them a `spawn()`)."""
     spawn = getattr(template, "spawn", None)
     if callable(spawn):
         return spawn
-    if type(template).__module__ == "dreamgym.envs.webshop.env":
-        return lambda: _webshop_sibling(template)
     if env_cfg is None:
         raise TypeError(f"{type(template).__name__} has no spawn(); pass env_cfg to build more with make_env")
     return lambda: make_env(env_cfg)
@@ -341,15 +339,6 @@ def _num_goals(env: Any) -> int:
     if goals is not None:
         return len(goals)
     return sum(len(env.tasks(s)) for s in SPLITS)
-
-
-def _webshop_sibling(template: Any) -> Any:
-    """A fresh WebShopEnv on the template's loaded catalog (the search index is cached on the catalog)."""
-    env = type(template)(template.catalog, max_steps=template.max_steps,
-                         search_return_n=template.search_return_n, products_per_page=template.per_page,
-                         test_goals=template.split_sizes[0], dev_goals=template.split_sizes[1])
-    env.title_scorer = template.title_scorer  # share it: a spaCy model is loaded once
-    return env
 
 
 class _HTTPServer(ThreadingHTTPServer):

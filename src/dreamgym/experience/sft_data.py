@@ -25,7 +25,7 @@ import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import lightning as L
 import torch
@@ -184,19 +184,27 @@ def padding_tokens(batches: Sequence[Sequence[int]], lengths: Sequence[int]) -> 
 
 class BucketBatchSampler(Sampler[list[int]]):
     """`bucket_batches` as a DataLoader batch sampler: each `__iter__` is one epoch, seeded by
-    (seed, epoch); the epoch then advances (`set_epoch` pins it, e.g. to the trainer's epoch on resume)."""
+    (seed, epoch); the epoch then advances. `set_epoch` pins it; `resume` also skips the batches of
+    that epoch already trained (mid-epoch resume continues the same order)."""
 
     def __init__(self, lengths: Sequence[int], batch_size: int, megabatch: int, seed: int, shuffle: bool = True):
         self.lengths, self.batch_size, self.megabatch = list(lengths), batch_size, megabatch
-        self.seed, self.shuffle, self.epoch = seed, shuffle, 0
+        self.seed, self.shuffle, self.epoch, self.skip = seed, shuffle, 0, 0
+        self.iterating_epoch = 0
+        """the epoch of the latest `__iter__` (what a checkpoint must record)"""
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def resume(self, epoch: int, batches_done: int) -> None:
+        """Next `__iter__` yields epoch `epoch` from batch `batches_done` on (the next epoch if it was done)."""
+        self.epoch, self.skip = (epoch + 1, 0) if batches_done >= len(self) else (epoch, batches_done)
+
     def __iter__(self) -> Iterator[list[int]]:
         batches = bucket_batches(self.lengths, self.batch_size, self.megabatch, self.seed, self.epoch, self.shuffle)
-        self.epoch += 1
-        return iter(batches)
+        self.iterating_epoch, skip = self.epoch, self.skip
+        self.epoch, self.skip = self.epoch + 1, 0
+        return iter(batches[skip:])
 
     def __len__(self) -> int:
         return (len(self.lengths) + self.batch_size - 1) // self.batch_size
@@ -255,7 +263,8 @@ class SFTDataModule(L.LightningDataModule):
         sampler = BucketBatchSampler([len(e.input_ids) for e in self.train], self.sft.batch_size,
                                      self.sft.bucket_megabatch, self.seed, shuffle=True)
         sampler.set_epoch(self.trainer.current_epoch if self.trainer is not None else 0)
-        return DataLoader(self.train, batch_sampler=sampler, collate_fn=self._collate, num_workers=0)
+        return _ResumableLoader(self.train, batch_sampler=sampler, collate_fn=self._collate, num_workers=0,
+                                batches_done=self._batches_done)
 
     def val_dataloader(self) -> DataLoader:
         sampler = BucketBatchSampler([len(e.input_ids) for e in self.val], self.sft.batch_size,
@@ -283,6 +292,27 @@ class SFTDataModule(L.LightningDataModule):
 
     def _collate(self, examples: list[SFTExample]) -> dict[str, torch.Tensor]:
         return collate(examples, int(self.tokenizer.pad_token_id))
+
+    def _batches_done(self) -> int:
+        """Training batches of the current epoch the trainer has processed (0 outside a fit)."""
+        if self.trainer is None:
+            return 0
+        return int(self.trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+
+
+class _ResumableLoader(DataLoader):
+    """The train loader, stateful for Lightning: its (epoch, batches trained in it) ride in checkpoints,
+    so a mid-epoch resume continues that epoch's batch order instead of replaying its start."""
+
+    def __init__(self, *args: Any, batches_done: Callable[[], int], **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._batches_done = batches_done
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.batch_sampler.iterating_epoch, "batches_done": self._batches_done()}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.batch_sampler.resume(int(state["epoch"]), int(state["batches_done"]))
 
 
 # -- internals ---------------------------------------------------------------------------------

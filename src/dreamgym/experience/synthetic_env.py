@@ -93,6 +93,17 @@ class SyntheticVectorEnv:
         self._finish(ended)
         return results
 
+    def end(self, index: int) -> None:
+        """Stop episode `index` from outside (the rollout's turn or context limit): it is finished as
+        truncated, becomes a trajectory and is written back like any other."""
+        e = self.episodes[index]
+        if not e.done:
+            e.done = True
+            if e.steps:
+                e.steps[-1].done = True
+                e.steps[-1].info["truncated"] = True
+                self._finish([e])
+
     def close(self) -> None:
         self.episodes = []
 

@@ -12,7 +12,17 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["GenerationSettings", "generate_ids", "stop_token_ids"]
+__all__ = ["GenerationSettings", "Sample", "generate_ids", "generate_samples", "stop_token_ids"]
+
+
+@dataclass
+class Sample:
+    """One generated continuation exactly as sampled: `ids` include the end token when the model wrote
+    one (`stopped`), `logprobs[i]` is log p(ids[i]) under the sampling distribution (logits / T)."""
+
+    ids: list[int]
+    logprobs: list[float]
+    stopped: bool
 
 
 @dataclass
@@ -34,21 +44,36 @@ def stop_token_ids(tokenizer) -> list[int]:
     return sorted(ids)
 
 
-@torch.no_grad()
 def generate_ids(model, tokenizer, prompts: list[list[int]], settings: GenerationSettings,
                  generator_seed: int | None = None) -> list[list[int]]:
     """New token ids for each prompt (end token excluded), in input order."""
+    samples = _generate(model, tokenizer, prompts, settings, generator_seed, with_logprobs=False)
+    return [s.ids[:-1] if s.stopped else s.ids for s in samples]
+
+
+def generate_samples(model, tokenizer, prompts: list[list[int]], settings: GenerationSettings,
+                     generator_seed: int | None = None) -> list[Sample]:
+    """Sampled continuations with their behaviour log-probs (end token kept when written)."""
+    return _generate(model, tokenizer, prompts, settings, generator_seed, with_logprobs=True)
+
+
+# -- internals ---------------------------------------------------------------------------------
+
+@torch.no_grad()
+def _generate(model, tokenizer, prompts: list[list[int]], settings: GenerationSettings,
+              generator_seed: int | None, with_logprobs: bool) -> list[Sample]:
     if not prompts:
         return []
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     stops = stop_token_ids(tokenizer)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    out: list[list[int]] = [[] for _ in prompts]
+    out: list[Sample | None] = [None] * len(prompts)
     was_training = model.training
     model.eval()
     if generator_seed is not None:
         torch.manual_seed(generator_seed)
+    temperature = settings.temperature if settings.do_sample else 1.0
     try:
         for start in range(0, len(order), settings.batch_size):
             idx = order[start:start + settings.batch_size]
@@ -60,16 +85,23 @@ def generate_ids(model, tokenizer, prompts: list[list[int]], settings: Generatio
                 input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
                 attention[row, width - len(ids):] = 1
             kwargs = dict(max_new_tokens=settings.max_new_tokens, do_sample=settings.do_sample,
-                          pad_token_id=pad, eos_token_id=stops or None)
+                          pad_token_id=pad, eos_token_id=stops or None, return_dict_in_generate=True,
+                          output_logits=with_logprobs)
             if settings.do_sample:
-                kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
+                kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=None)
             else:
                 kwargs.update(temperature=None, top_p=None, top_k=None)
-            seqs = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs)
+            res = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs)
+            new = res.sequences[:, width:]
+            if with_logprobs:
+                logits = torch.stack(res.logits, dim=1).float() / temperature  # (b, n, V)
+                lp = torch.log_softmax(logits, dim=-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
             for row, i in enumerate(idx):
-                new = seqs[row, width:].tolist()
-                cut = next((j for j, t in enumerate(new) if t in stops), len(new))
-                out[i] = new[:cut]
+                toks = new[row].tolist()
+                cut = next((j for j, t in enumerate(toks) if t in stops), None)
+                n = len(toks) if cut is None else cut + 1
+                out[i] = Sample(ids=toks[:n], logprobs=lp[row, :n].tolist() if with_logprobs else [0.0] * n,
+                                stopped=cut is not None)
     finally:
         model.train(was_training)
-    return out
+    return out  # type: ignore[return-value]

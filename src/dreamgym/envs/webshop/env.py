@@ -13,6 +13,7 @@ from upstream are listed in docs/webshop.md (episode step limit, step after done
 
 from __future__ import annotations
 
+import copy
 import re
 from typing import Any
 
@@ -59,13 +60,7 @@ class WebShopEnv(Env):
         self.split_sizes = (test_goals, dev_goals)
         self.title_scorer = make_title_scorer(title_scorer, spacy_model)
         self.search_engine = catalog.search_engine  # one BM25 index per loaded catalog
-        self.task: Task | None = None
-        self._goal: dict | None = None
-        self._page: P.Page | None = None
-        self._session: dict[str, Any] = {}
-        self._url = ""
-        self.steps = 0
-        self.done = False
+        self._clear_episode()
 
     @classmethod
     def from_config(cls, env_cfg: Any) -> "WebShopEnv":
@@ -74,6 +69,12 @@ class WebShopEnv(Env):
         return cls(catalog, max_steps=c.max_steps, search_return_n=c.search_return_n,
                    products_per_page=c.products_per_page, test_goals=c.test_goals, dev_goals=c.dev_goals,
                    title_scorer=c.title_scorer, spacy_model=c.spacy_model)
+
+    def spawn(self) -> "WebShopEnv":
+        """A fresh env on the same loaded catalog, BM25 index and title scorer (cheap: no reloading)."""
+        env = copy.copy(self)
+        env._clear_episode()
+        return env
 
     # -- Env protocol ---------------------------------------------------------------------------
     def tasks(self, split: str) -> list[Task]:
@@ -216,6 +217,15 @@ class WebShopEnv(Env):
         info = {"purchased_asin": s["asin"], "options": dict(s["options"]), "success": reward >= 1.0,
                 "reward_info": {k: (float(v) if isinstance(v, (int, float)) else v) for k, v in details.items()}}
         return reward, True, info
+
+    def _clear_episode(self) -> None:
+        self.task: Task | None = None
+        self._goal: dict | None = None
+        self._page: P.Page | None = None
+        self._session: dict[str, Any] = {}
+        self._url = ""
+        self.steps = 0
+        self.done = False
 
     def _goal_of(self, task: Task) -> dict:
         """The full goal record of a task: the catalog's for catalog tasks, else the task's own."""
