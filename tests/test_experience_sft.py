@@ -14,8 +14,8 @@ from dreamgym.config import EnvConfig, FitWorldModelConfig, load_config
 from dreamgym.errors import DreamGymError
 from dreamgym.experience.prompts import build_messages, target_spans
 from dreamgym.experience.sft_data import (
-    PART_NONE, PART_OUTCOME, PART_REASONING, PART_STATE, SFTDataModule, bucket_batches, load_records,
-    padding_tokens, tokenize_record, trajectory_records,
+    PART_NONE, PART_OUTCOME, PART_REASONING, PART_STATE, BucketBatchSampler, SFTDataModule, bucket_batches,
+    load_records, padding_tokens, tokenize_record, trajectory_records,
 )
 from dreamgym.models.loading import chat_prompt_ids, load_adapter
 from dreamgym.types import write_trajectories
@@ -122,6 +122,25 @@ def test_bucketing_reduces_padding_exact_counts():
     assert bucket_batches(lengths, 2, 1, seed=3, epoch=2) != shuffled           # a new order per epoch
 
 
+def test_sampler_resume_continues_the_interrupted_epoch():
+    lengths, epoch = list(range(1, 12)), [0]
+    sampler = BucketBatchSampler(lengths, 2, 2, seed=1, epoch_fn=lambda: epoch[0])
+    first = list(sampler)
+    assert list(sampler) == first                                # same epoch, same order
+    epoch[0] = 1
+    second = list(sampler)
+    assert second != first and len(first) == len(sampler) == 6
+    epoch[0] = 1            # Lightning counts an epoch cut by max_steps as done: its counter says 1 on resume
+    resumed = BucketBatchSampler(lengths, 2, 2, seed=1, epoch_fn=lambda: epoch[0])
+    resumed.resume(0, 4)                                         # 4 batches of data epoch 0 were trained
+    assert list(resumed) == first[4:]
+    epoch[0] = 2
+    assert list(resumed) == second                               # then data epoch 1, as without the stop
+    at_end = BucketBatchSampler(lengths, 2, 2, seed=1, epoch_fn=lambda: 1)
+    at_end.resume(0, 6)                                          # epoch 0 was complete: go on with epoch 1
+    assert list(at_end) == second
+
+
 def test_train_val_split_is_by_trajectory(cfg, records, tokenizer):
     dm = SFTDataModule(records, tokenizer, cfg.prompt, cfg.sft, seed=0)
     dm.setup()
@@ -179,6 +198,18 @@ def test_one_step_moves_lora_b_and_not_the_base(trained):
         elif "lora_" not in n:
             torch.testing.assert_close(before[n], p, rtol=0, atol=0, msg=f"frozen base weight {n} changed")
     assert moved > 0
+
+
+def test_loss_on_kept_logits_equals_the_plain_causal_lm_loss(trained):
+    module, _, dm = trained
+    batch = dm._collate(dm.val[:2] + dm.train[:1])               # ragged lengths: right padding in play
+    with torch.no_grad():
+        ours, stats = module.loss(batch)
+        plain = module.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                             labels=batch["labels"]).loss
+    torch.testing.assert_close(ours, plain, rtol=1e-5, atol=1e-5)
+    n = int((batch["labels"] != -100).sum())
+    assert sum(int(stats[f"{p}_n"]) for p in ("reasoning", "state", "outcome")) == n == int(stats["weight"])
 
 
 def test_adapter_saves_and_reloads_to_identical_logits(trained, tmp_path):

@@ -34,8 +34,11 @@ def _sugar(**flags: object) -> list[str]:
     return [f"{k}={v}" for k, v in flags.items() if v is not None]
 
 
-def _load(schema: type, config: list[Path] | None, overrides: list[str] | None, **flags: object):
-    return C.load_config(schema, config or [], (overrides or []) + _sugar(**flags))
+def _load(schema: type, config: list[Path] | None, overrides: list[str] | None, resume_dir: Path | None = None,
+          **flags: object):
+    """Typed config from presets + overrides; with `resume_dir`, the run's saved config.yaml is the base."""
+    base = [Path(resume_dir) / "config.yaml"] if resume_dir is not None and (Path(resume_dir) / "config.yaml").is_file() else []
+    return C.load_config(schema, base + list(config or []), (overrides or []) + _sugar(**flags))
 
 
 @app.command()
@@ -195,6 +198,32 @@ def eval_world_model(
                   f"{s['terminal_balanced_accuracy']:.3f}, next_state_exact_match {s['next_state_exact_match']:.3f}, "
                   f"parse_fail_rate {s['parse_fail_rate']:.3f} over {s['n_transitions']} transitions")
     print(s["run_dir"])
+
+
+@app.command("train-policy")
+def train_policy(
+    overrides: Overrides = None,
+    config: Configs = None,
+    run_dir: RunDirOpt = None,
+    seed: SeedOpt = None,
+    algo: Annotated[Optional[str], typer.Option("--algo", help="ppo or grpo (config key algo.name)")] = None,
+    env: Annotated[Optional[str], typer.Option("--env", help="'synthetic' or a real env name (train_env / env.name)")] = None,
+    world_model: Annotated[Optional[str], typer.Option("--world-model", help="fit-world-model run dir or adapter")] = None,
+    buffer: Annotated[Optional[str], typer.Option("--buffer", help="replay buffer dir")] = None,
+    policy: Annotated[Optional[str], typer.Option("--policy", help="warm start: a run dir or adapter (e.g. SFT)")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue --run-dir from its last checkpoint")] = False,
+):
+    """Train the policy with PPO or GRPO in the synthetic env or a real env."""
+    from dreamgym.pipelines.train_policy import train_policy as run
+
+    flags: dict[str, object] = {"algo.name": algo, "seed": seed}
+    if env is not None:
+        flags.update({"train_env": "synthetic"} if env == "synthetic" else {"train_env": "real", "env.name": env})
+    cfg = _load(C.TrainPolicyConfig, config, overrides, resume_dir=run_dir if resume else None, **flags)
+    summary = run(cfg, run_dir=run_dir, world_model=world_model, buffer=buffer, policy=policy, resume=resume)
+    console.print(f"{summary['algo']} in {summary['train_env']} env: success {summary['success_rate_first']:.2f} -> "
+                  f"{summary['success_rate_last']:.2f} over {summary['iterations']} iterations")
+    print(summary["run_dir"])
 
 
 def main() -> None:

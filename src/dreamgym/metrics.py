@@ -99,6 +99,8 @@ METRICS: dict[str, str] = {
     "grpo/lr": "learning rate of the policy optimizer",
     # -- curriculum task generator -----------------------------------------------------------
     "curriculum/pool_size": "tasks the curriculum can draw from (seeds + accepted variations)",
+    "curriculum/synthetic_tasks": "generated task variations currently in the pool (<= max_synthetic)",
+    "curriculum/seed_tasks": "tasks chosen as seeds (top V_tau) for variation this iteration",
     "curriculum/synthetic_share": "share of this iteration's tasks that are generated variations (<= lambda)",
     "curriculum/mean_variance": "mean reward variance V_tau of the tasks drawn this iteration",
     "curriculum/max_variance": "largest reward variance V_tau in the pool",

@@ -146,10 +146,22 @@ class ExperienceModel(L.LightningModule):
         groups = [g for g in ({"params": decay, "weight_decay": sft.weight_decay},
                               {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
         opt = torch.optim.AdamW(groups, lr=sft.lr, betas=(0.9, 0.999), eps=1e-8)
-        total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else max(sft.max_steps, 1)
+        total = self._total_steps()
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda step: lr_factor(step, sft.warmup_steps, total, sft.lr_schedule, sft.min_lr_ratio))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
+
+    def _total_steps(self) -> int:
+        """Optimizer steps of the whole run for the lr schedule: min(max_steps, epochs x steps per epoch).
+        Counted from the datamodule, not `trainer.estimated_stepping_batches`: that one builds the train
+        loader before checkpoint restore, and the loader's resume state would then never be loaded."""
+        sft = self.cfg.sft
+        datamodule = getattr(self._trainer, "datamodule", None)
+        if datamodule is None or datamodule.train is None:
+            return max(sft.max_steps, 1)
+        batches = math.ceil(len(datamodule.train) / sft.batch_size)
+        by_epochs = math.ceil(batches / sft.accumulate_grad_batches) * sft.max_epochs
+        return max(1, min(sft.max_steps, by_epochs) if sft.max_steps > 0 else by_epochs)
 
     # -- checkpoints and export ----------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

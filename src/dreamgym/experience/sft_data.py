@@ -183,31 +183,39 @@ def padding_tokens(batches: Sequence[Sequence[int]], lengths: Sequence[int]) -> 
 
 
 class BucketBatchSampler(Sampler[list[int]]):
-    """`bucket_batches` as a DataLoader batch sampler: each `__iter__` is one epoch, seeded by
-    (seed, epoch); the epoch then advances. `set_epoch` pins it; `resume` also skips the batches of
-    that epoch already trained (mid-epoch resume continues the same order)."""
+    """`bucket_batches` as a DataLoader batch sampler, one epoch per `__iter__`, seeded by (seed, epoch).
+    The epoch is `epoch_fn()` (the trainer's) when given, else what `set_epoch` set; iterating twice in
+    one epoch gives the same order. `resume` continues a data epoch after the batches already trained,
+    whatever the trainer's epoch counter says now (Lightning counts an epoch cut by max_steps as done)."""
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, megabatch: int, seed: int, shuffle: bool = True):
+    def __init__(self, lengths: Sequence[int], batch_size: int, megabatch: int, seed: int, shuffle: bool = True,
+                 epoch_fn: Callable[[], int] | None = None):
         self.lengths, self.batch_size, self.megabatch = list(lengths), batch_size, megabatch
-        self.seed, self.shuffle, self.epoch, self.skip = seed, shuffle, 0, 0
+        self.seed, self.shuffle, self.epoch_fn = seed, shuffle, epoch_fn
+        self.epoch, self.offset, self.skip_epoch, self.skip = 0, 0, -1, 0
         self.iterating_epoch = 0
-        """the epoch of the latest `__iter__` (what a checkpoint must record)"""
+        """the data epoch of the latest `__iter__` (what a checkpoint records)"""
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def resume(self, epoch: int, batches_done: int) -> None:
-        """Next `__iter__` yields epoch `epoch` from batch `batches_done` on (the next epoch if it was done)."""
-        self.epoch, self.skip = (epoch + 1, 0) if batches_done >= len(self) else (epoch, batches_done)
+        """Next iterations continue data epoch `epoch` after its first `batches_done` batches."""
+        if batches_done >= len(self):
+            epoch, batches_done = epoch + 1, 0
+        self.offset = self._counter() - epoch
+        self.skip_epoch, self.skip = epoch, batches_done
 
     def __iter__(self) -> Iterator[list[int]]:
-        batches = bucket_batches(self.lengths, self.batch_size, self.megabatch, self.seed, self.epoch, self.shuffle)
-        self.iterating_epoch, skip = self.epoch, self.skip
-        self.epoch, self.skip = self.epoch + 1, 0
-        return iter(batches[skip:])
+        epoch = self.iterating_epoch = self._counter() - self.offset
+        batches = bucket_batches(self.lengths, self.batch_size, self.megabatch, self.seed, epoch, self.shuffle)
+        return iter(batches[self.skip:] if epoch == self.skip_epoch else batches)
 
     def __len__(self) -> int:
         return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+
+    def _counter(self) -> int:
+        return self.epoch_fn() if self.epoch_fn is not None else self.epoch
 
 
 def collate(examples: list[SFTExample], pad_id: int) -> dict[str, torch.Tensor]:
@@ -260,9 +268,9 @@ class SFTDataModule(L.LightningDataModule):
                                 f"{self.sft.max_seq_len} tokens; raise it or lower the prompt's char limits")
 
     def train_dataloader(self) -> DataLoader:
+        epoch_fn = (lambda: self.trainer.current_epoch) if self.trainer is not None else None
         sampler = BucketBatchSampler([len(e.input_ids) for e in self.train], self.sft.batch_size,
-                                     self.sft.bucket_megabatch, self.seed, shuffle=True)
-        sampler.set_epoch(self.trainer.current_epoch if self.trainer is not None else 0)
+                                     self.sft.bucket_megabatch, self.seed, shuffle=True, epoch_fn=epoch_fn)
         return _ResumableLoader(self.train, batch_sampler=sampler, collate_fn=self._collate, num_workers=0,
                                 batches_done=self._batches_done)
 

@@ -1,0 +1,1 @@
+"""Data streams feeding the Lightning modules (rollout experience for PolicyRL)."""

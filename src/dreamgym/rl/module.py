@@ -1,0 +1,165 @@
+"""PolicyRL: the LightningModule that trains the policy with PPO or GRPO on rollout batches (style §6).
+
+Manual optimization: one training step = one iteration's rollouts (made by the DataModule with the
+live weights, checked by `policy_version`), then `update_epochs` passes of minibatch updates with
+gradient clipping and an optional early stop on `target_kl`. The policy is LoRA on a frozen base; the
+reference policy for the KL term is the same model with the adapter disabled (no second copy). PPO adds
+a scalar value head on the policy's last hidden state (shared trunk) and GAE over sampled tokens; GRPO
+normalises outcome rewards within each task group and drops zero-variance groups (their share logged).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import lightning as L
+import torch
+
+from dreamgym.config import TrainPolicyConfig
+from dreamgym.rl.advantages import broadcast_sequence_advantages, filter_zero_variance_groups, gae, group_advantages, whiten
+from dreamgym.rl.batch import RolloutBatch, policy_forward
+from dreamgym.rl.losses import clipped_pg_loss, explained_variance, kl_penalty, masked_mean, value_loss
+
+__all__ = ["PolicyRL"]
+
+
+class PolicyRL(L.LightningModule):
+    def __init__(self, cfg: TrainPolicyConfig, model, tokenizer):
+        super().__init__()
+        self.cfg, self.model, self.tokenizer = cfg, model, tokenizer
+        self.automatic_optimization = False
+        hidden = model.config.hidden_size
+        self.value_head = torch.nn.Linear(hidden, 1) if cfg.algo.name == "ppo" else None
+        if self.value_head is not None:
+            torch.nn.init.zeros_(self.value_head.weight)
+            torch.nn.init.zeros_(self.value_head.bias)
+        self.policy_version = 0
+        self.iteration = 0
+        self.tokens_trained = 0
+        self.rng = torch.Generator().manual_seed(cfg.seed)
+        self.history: list[dict[str, float]] = []
+
+    # -- Lightning --------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=self.cfg.algo.lr, weight_decay=self.cfg.algo.weight_decay)
+
+    def training_step(self, dataloader_iter):
+        batch, _, _ = next(dataloader_iter)
+        assert batch.policy_version == self.policy_version, "rollout sampled with stale weights"
+        stats = self.update(batch)
+        self.iteration += 1
+        stats["perf/iteration"] = float(self.iteration)
+        self.history.append({**batch.metrics, **stats})
+        self.log_dict({**batch.metrics, **stats}, on_step=True, prog_bar=False, batch_size=len(batch))
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["policy_rl"] = {"policy_version": self.policy_version, "iteration": self.iteration,
+                                   "rng": self.rng.get_state(), "history": self.history,
+                                   "tokens_trained": self.tokens_trained}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("policy_rl", {})
+        self.policy_version = state.get("policy_version", 0)
+        self.iteration = state.get("iteration", 0)
+        if "rng" in state:
+            self.rng.set_state(state["rng"])
+        self.history = state.get("history", [])
+        self.tokens_trained = state.get("tokens_trained", 0)
+
+    # -- one iteration ----------------------------------------------------------------------------
+    def update(self, batch: RolloutBatch) -> dict[str, float]:
+        a = self.cfg.algo
+        batch = self._to_device(batch)
+        prefix = "ppo/" if a.name == "ppo" else "grpo/"
+        with torch.no_grad():
+            old_logp, _, old_values = policy_forward(self.model, batch.input_ids, batch.attention_mask,
+                                                     batch.response_mask, self.value_head)
+            ref_logp = self._reference_logp(batch) if a.kl_coef > 0 else None
+        adv, returns, keep, extra = self._advantages(batch, old_values)
+        stats: dict[str, float] = {f"{prefix}{k}": v for k, v in extra.items()}
+        rows = keep.nonzero(as_tuple=True)[0]
+        if len(rows) == 0:
+            stats[f"{prefix}updates"] = 0.0
+            return stats
+        opt = self.optimizers()
+        updates, sums = 0, {}
+        stop = False
+        for _ in range(a.update_epochs):
+            for mb in _split(rows, a.minibatch_size, self.rng):
+                loss, mstats = self._loss(batch, mb, old_logp, old_values, ref_logp, adv, returns)
+                opt.zero_grad()
+                self.manual_backward(loss)
+                self.clip_gradients(opt, gradient_clip_val=a.max_grad_norm, gradient_clip_algorithm="norm")
+                opt.step()
+                self.policy_version += 1
+                self.tokens_trained += int(batch.response_mask[mb].sum().item())
+                updates += 1
+                for k, v in mstats.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                if a.target_kl is not None and mstats["approx_kl"] > 1.5 * a.target_kl:
+                    stop = True
+                    break
+            if stop:
+                break
+        stats.update({f"{prefix}{k}": v / updates for k, v in sums.items()})
+        stats[f"{prefix}updates"] = float(updates)
+        if a.name == "ppo":
+            stats["ppo/early_stopped"] = float(stop)
+            stats["ppo/explained_variance"] = explained_variance(old_values, returns, batch.response_mask)
+        return stats
+
+    def _advantages(self, batch: RolloutBatch, old_values):
+        a = self.cfg.algo
+        mask = batch.response_mask
+        if a.name == "ppo":
+            adv, returns = gae(batch.token_rewards, old_values, mask, a.gamma, a.lam)
+            adv = whiten(adv, mask)
+            return adv, returns, torch.ones(len(batch), dtype=torch.bool), {}
+        # GRPO: rows are grouped by task in order (group_size consecutive rollouts per task)
+        seq_adv, zero_var = group_advantages(batch.scores, a.group_size)
+        keep, share = filter_zero_variance_groups(zero_var, a.group_size)
+        if not a.filter_zero_var:
+            keep = torch.ones_like(keep)
+        return (broadcast_sequence_advantages(seq_adv, mask), None, keep.to(mask.device),
+                {"zero_var_groups": share, "score_mean": batch.scores.mean().item()})
+
+    def _loss(self, batch, mb, old_logp, old_values, ref_logp, adv, returns):
+        a = self.cfg.algo
+        mask = batch.response_mask[mb]
+        logp, entropy, values = policy_forward(self.model, batch.input_ids[mb], batch.attention_mask[mb], mask,
+                                               self.value_head, with_entropy=True)
+        loss, stats = clipped_pg_loss(logp, old_logp[mb], adv[mb], mask, a.clip_eps, a.clip_eps_high,
+                                      aggregation=a.aggregation)
+        stats = {"policy_loss": loss.item(), **stats}
+        if values is not None:
+            vloss, vstats = value_loss(values, old_values[mb], returns[mb], mask, a.value_clip, aggregation=a.aggregation)
+            loss = loss + a.vf_coef * vloss
+            stats.update(value_loss=vloss.item(), **vstats)
+        if ref_logp is not None:
+            kl, kstats = kl_penalty(logp, ref_logp[mb], mask, a.kl_estimator, aggregation=a.aggregation)
+            loss = loss + a.kl_coef * kl
+            stats.update(kstats)
+        ent = masked_mean(entropy, mask)
+        stats["entropy"] = ent.item()
+        if a.entropy_coef:
+            loss = loss - a.entropy_coef * ent
+        return loss, stats
+
+    def _reference_logp(self, batch: RolloutBatch) -> torch.Tensor:
+        ctx = self.model.disable_adapter() if hasattr(self.model, "disable_adapter") else contextlib.nullcontext()
+        with ctx:
+            ref, _, _ = policy_forward(self.model, batch.input_ids, batch.attention_mask, batch.response_mask)
+        return ref
+
+    def _to_device(self, batch: RolloutBatch) -> RolloutBatch:
+        d = self.device
+        for name in ("input_ids", "attention_mask", "response_mask", "rollout_logprobs", "token_rewards", "scores"):
+            setattr(batch, name, getattr(batch, name).to(d))
+        return batch
+
+
+def _split(rows: torch.Tensor, size: int, rng: torch.Generator):
+    perm = rows[torch.randperm(len(rows), generator=rng)]
+    for start in range(0, len(perm), size):
+        yield perm[start:start + size]

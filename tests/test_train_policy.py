@@ -1,0 +1,120 @@
+"""train-policy end to end on tiny models (synthetic GRPO with curriculum, real PPO), the update step
+moves LoRA-B and not the base, rollouts use the live weights, resume continues and refuses changes."""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from dreamgym.cli import app
+from dreamgym.config import EnvConfig, ModelConfig, ReplayConfig, TrainPolicyConfig, load_config
+from dreamgym.envs.base import make_env
+from dreamgym.envs.vector import EnvPool
+from dreamgym.episodes import run_episode
+from dreamgym.models.loading import load_model, save_adapter
+from dreamgym.replay.buffer import ReplayBuffer
+from dreamgym.replay.embed import build_encoder
+from dreamgym.rl.batch import RolloutBatch
+from dreamgym.rl.context import ChatContext
+from dreamgym.rl.module import PolicyRL
+from dreamgym.rl.rollout import RolloutSettings, run_rollouts
+
+DEBUG = "configs/policy/debug.yaml"
+
+
+@pytest.fixture(scope="module")
+def world_model(tmp_path_factory):
+    d = tmp_path_factory.mktemp("wm")
+    model, _ = load_model(ModelConfig(name="tiny-random", seed=1), for_training=True)
+    save_adapter(model, d / "adapter")
+    env = make_env(EnvConfig())
+    buf = ReplayBuffer(build_encoder("hashing"), ReplayConfig(encoder="hashing"))
+    buf.add_trajectories([run_episode(env, env.oracle(), t, 15) for t in env.tasks("train")[:4]])
+    buf.save(d / "buffer")
+    return d
+
+
+def _summary(run):
+    return json.loads((run / "summary.json").read_text())
+
+
+def test_grpo_in_synthetic_env_cli(tmp_path, world_model):
+    run = tmp_path / "run"
+    res = CliRunner().invoke(app, ["train-policy", "-c", DEBUG, "--algo", "grpo", "--env", "synthetic", "--world-model",
+                                   str(world_model / "adapter"), "--buffer", str(world_model / "buffer"),
+                                   "--run-dir", str(run)])
+    assert res.exit_code == 0, res.output
+    s = _summary(run)
+    assert {"algo", "env", "iterations", "success_rate_first", "success_rate_last", "checkpoint", "adapter_dir",
+            "real_transitions", "synthetic_transitions", "tokens_generated", "tokens_trained", "gpu_hours"} <= s.keys()
+    assert (s["algo"], s["train_env"], s["iterations"], s["real_transitions"]) == ("grpo", "synthetic", 2, 0)
+    assert s["synthetic_transitions"] > 0 and (run / "checkpoints" / "adapter" / "adapter_config.json").is_file()
+    assert list(run.glob("tb/events.out.tfevents.*")) and (run / "checkpoints" / "last.ckpt").is_file()
+    lines = (run / "rollouts.jsonl").read_text().splitlines()
+    assert len(lines) == 8 and all(json.loads(x)["source"] == "synthetic" for x in lines)
+    saved = ReplayBuffer.load(run / "checkpoints" / "buffer")
+    assert saved.counts()["synthetic"] > 0  # synthetic experience written back
+
+
+def test_ppo_in_real_env_and_resume(tmp_path):
+    run = tmp_path / "ppo"
+    args = ["train-policy", "-c", DEBUG, "--algo", "ppo", "--env", "webshop", "--run-dir", str(run)]
+    res = CliRunner().invoke(app, args + ["max_iterations=1"])
+    assert res.exit_code == 0, res.output
+    s = _summary(run)
+    assert (s["train_env"], s["iterations"], s["synthetic_transitions"]) == ("real", 1, 0) and s["real_transitions"] > 0
+    res = CliRunner().invoke(app, args + ["--resume", "max_iterations=2"])
+    assert res.exit_code == 0, res.output
+    s2 = _summary(run)
+    assert s2["iterations"] == 2 and s2["real_transitions"] > s["real_transitions"]
+    res = CliRunner().invoke(app, args + ["--resume", "model.lora.r=4"])
+    assert res.exit_code != 0 and "model" in str(res.exception) and "differ" in str(res.exception)
+
+
+@pytest.fixture(scope="module")
+def policy_and_batch():
+    cfg = load_config(TrainPolicyConfig, [DEBUG], ["algo.weight_decay=0.0"])
+    model, tok = load_model(cfg.model, for_training=True)
+    module = PolicyRL(cfg, model, tok)
+    env = make_env(EnvConfig())
+    task = env.tasks("train")[0]
+    result = run_rollouts(model, tok, ChatContext(tok), EnvPool(env), [task, task],
+                          RolloutSettings(max_turns=2, max_new_tokens=6, seed=0))
+    result.episodes[0].turn_rewards[-1] = 1.0  # one success in the group: non-zero GRPO advantages
+    result.episodes[0].done, result.episodes[0].truncated = True, False
+    batch = RolloutBatch.from_episodes(result.episodes, [0, 0], tok.pad_token_id, module.policy_version)
+    return module, batch
+
+
+def test_one_update_moves_lora_b_and_not_the_base(policy_and_batch):
+    module, batch = policy_and_batch
+
+    class _Opt:
+        def __init__(self, opt):
+            self.opt = opt
+
+        def __getattr__(self, name):
+            return getattr(self.opt, name)
+
+    opt = module.configure_optimizers()
+    module.optimizers = lambda: opt
+    module.manual_backward = lambda loss: loss.backward()
+    module.clip_gradients = lambda o, gradient_clip_val, gradient_clip_algorithm: torch.nn.utils.clip_grad_norm_(
+        [p for p in module.parameters() if p.requires_grad], gradient_clip_val)
+    before = {n: p.detach().clone() for n, p in module.named_parameters()}
+    stats = module.update(batch)
+    assert stats["grpo/updates"] >= 1 and stats["grpo/zero_var_groups"] == 0.0
+    moved = [n for n, p in module.named_parameters() if "lora_B" in n and not torch.equal(before[n], p)]
+    assert moved, "no lora_B weight changed after one update"
+    for n, p in module.named_parameters():
+        if "lora_" not in n:
+            torch.testing.assert_close(before[n], p, msg=f"frozen base weight {n} changed")
+    assert module.policy_version == stats["grpo/updates"]
+
+
+def test_stale_rollout_is_refused(policy_and_batch):
+    module, batch = policy_and_batch
+    batch.policy_version = module.policy_version + 1
+    with pytest.raises(AssertionError, match="stale weights"):
+        module.training_step(iter([(batch, 0, 0)]))
