@@ -226,6 +226,29 @@ def train_policy(
     print(summary["run_dir"])
 
 
+@app.command()
+def evaluate(
+    overrides: Overrides = None,
+    config: Configs = None,
+    run_dir: RunDirOpt = None,
+    seed: SeedOpt = None,
+    env: EnvOpt = None,
+    policy: Annotated[str, typer.Option("--policy", help="base, oracle, random, an adapter dir or a run dir")] = "base",
+    split: Annotated[Optional[str], typer.Option(help="train, dev or test (config key split)")] = None,
+    episodes: Annotated[Optional[int], typer.Option(help="episodes (config key episodes)")] = None,
+):
+    """Evaluate a policy in a real env split (with oracle and random reference rows)."""
+    from dreamgym.pipelines.evaluate import evaluate as run
+
+    cfg = _load(C.EvaluateConfig, config, overrides, seed=seed, **{"env.name": env}, split=split, episodes=episodes)
+    summary = run(cfg, policy=policy, run_dir=run_dir)
+    for name, r in summary["rows"].items():
+        lo, hi = r["success_rate_ci95"]
+        console.print(f"{name:>8}: success {r['success_rate']:.3f} [{lo:.3f}, {hi:.3f}]  reward {r['mean_reward']:.3f}  "
+                      f"steps {r['avg_steps']:.1f}")
+    print(summary["run_dir"])
+
+
 def main() -> None:
     """Console-script entry point: user errors become one red line and exit code 2."""
     from dreamgym.errors import USER_ERRORS

@@ -30,6 +30,7 @@ __all__ = [
     "PolicyRolloutConfig",
     "RealEvalConfig",
     "TrainPolicyConfig",
+    "EvaluateConfig",
     "LoraSettings",
     "ModelConfig",
     "ExperiencePromptConfig",
@@ -719,6 +720,31 @@ class TrainPolicyConfig:
             raise ConfigError(f"key 'train_env': got {self.train_env!r}, expected 'synthetic' or 'real'")
         if self.max_iterations < 1 or self.checkpoint_every < 1:
             raise ConfigError("keys 'max_iterations'/'checkpoint_every': expected positive integers")
+
+
+@dataclass
+class EvaluateConfig:
+    """`dreamgym evaluate`: a policy in a real env split, with oracle and random reference rows."""
+
+    env: EnvConfig = field(default_factory=EnvConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """base model of an LLM policy (its adapter comes from --policy)"""
+    rollout: PolicyRolloutConfig = field(default_factory=PolicyRolloutConfig)
+    """how the policy acts (evaluation decodes greedily)"""
+    split: str = "test"
+    """real env split"""
+    episodes: int = 100
+    """episodes (tasks of the split in order)"""
+    references: bool = True
+    """also evaluate the oracle and random policies on the same tasks (reference rows)"""
+    seed: int = 0
+    """seed of the random reference policy"""
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise ConfigError(f"key 'split': got {self.split!r}, expected one of {', '.join(SPLITS)}")
+        if self.episodes < 1:
+            raise ConfigError(f"key 'episodes': got {self.episodes}, expected >= 1")
 
 
 def load_config(schema: type[T], files: list[str | Path] | None = None, overrides: list[str] | None = None) -> T:
