@@ -8,7 +8,6 @@ import json
 import os
 import time
 
-import hnswlib
 import numpy as np
 import pytest
 
@@ -23,6 +22,18 @@ def tr(i: int, source: str = "real", env: str = "webshop", traj: str | None = No
              reward=0.0, done=False)
     d.update(kw)
     return Transition(**d)
+
+
+class KeysGiven:
+    """Encoder stand-in for handcrafted key vectors passed to `add(embeddings=)`/`search_vectors`."""
+
+    name = "keys-given"
+
+    def __init__(self, dim: int):
+        self.dim = dim
+
+    def encode(self, texts):
+        raise AssertionError("this test passes its key vectors explicitly")
 
 
 def ids(transitions) -> list[str]:
@@ -52,10 +63,7 @@ def random_buffer(n=300, dim=16, seed=0, **cfg) -> tuple[ReplayBuffer, np.ndarra
 
 def test_handcrafted_top_k_order_and_similarities():
     vecs = unit(np.array([[1, 0, 0, 0], [0.9, 0.1, 0, 0], [0, 1, 0, 0], [0.5, 0.5, 0, 0], [0, 0, 1, 0]], float))
-    buf = ReplayBuffer(HashingEncoder(dim=8), ReplayConfig(hashing_dim=8, exact_below=0))
-    buf.dim = 4                                                    # handcrafted 4-d keys, no encoder call
-    buf._index = hnswlib.Index(space="cosine", dim=4)
-    buf._index.init_index(max_elements=8, allow_replace_deleted=True)
+    buf = ReplayBuffer(KeysGiven(dim=4), ReplayConfig(exact_below=0))
     buf.add([tr(i) for i in range(5)], embeddings=vecs)
     hits = buf.search_vectors(np.array([[1.0, 0.05, 0, 0]]), k=3)[0]
     assert ids(h.transition for h in hits) == ["traj-0", "traj-1", "traj-3"]
@@ -74,9 +82,11 @@ def test_top_k_matches_brute_force(exact_below):
         assert sims == sorted(sims, reverse=True)
 
 
-@pytest.mark.parametrize("exact_below", [0, 10_000], ids=["hnsw", "exact"])
-def test_filters_by_source_env_and_exclusion_match_brute_force(exact_below):
-    buf, vecs = random_buffer(exact_below=exact_below, ef_search=300)
+@pytest.mark.parametrize("mode", ["overfetch", "hnsw-filter", "exact"])
+def test_filters_by_source_env_and_exclusion_match_brute_force(mode, monkeypatch):
+    if mode == "hnsw-filter":                                      # skip the unfiltered over-fetch attempt
+        monkeypatch.setattr("dreamgym.replay.buffer._OVERFETCH_MAX", 0)
+    buf, vecs = random_buffer(exact_below=10_000 if mode == "exact" else 0, ef_search=300)
     recs = buf.transitions()
     q = unit(np.random.default_rng(2).normal(size=(1, vecs.shape[1])))[0]
     nearest = recs[brute_force(vecs, q, 1)[0]].trajectory_id
@@ -196,9 +206,9 @@ def test_records_corrupt_but_checksums_rewritten_still_named(tmp_path):
     d = buf.save(tmp_path / "buf")
     (d / "records.jsonl").write_text('{"label": 0}\n')                  # hand-edited, meta fixed up to match
     meta = json.loads((d / "meta.json").read_text())
-    from dreamgym.replay.buffer import _file_digest
+    from dreamgym.replay.store import file_digest
 
-    meta["files"]["records.jsonl"] = _file_digest(d / "records.jsonl")
+    meta["files"]["records.jsonl"] = file_digest(d / "records.jsonl")
     (d / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(BufferFileError, match=r"records\.jsonl:1: bad record"):
         ReplayBuffer.load(d, HashingEncoder())

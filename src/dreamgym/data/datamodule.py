@@ -109,7 +109,7 @@ class PolicyDataModule(L.LightningDataModule):
         r = self.cfg.rollout
         return RolloutSettings(max_turns=r.max_turns, max_new_tokens=r.max_new_tokens, do_sample=do_sample,
                                temperature=r.temperature, top_p=r.top_p, batch_size=r.batch_size,
-                               max_context_tokens=r.max_context_tokens,
+                               max_context_tokens=r.max_context_tokens, action_space=r.action_space,
                                seed=self.cfg.seed * 100_003 + self.iteration if do_sample else None)
 
     def _account(self, result: RolloutResult, synthetic: bool) -> None:

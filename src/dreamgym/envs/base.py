@@ -84,6 +84,7 @@ class UnknownEnvError(DreamGymError):
 _BUILTIN: dict[str, str] = {
     "webshop": "dreamgym.envs.webshop.env:WebShopEnv",
     "http": "dreamgym.envs.http_client:HttpEnv",
+    "choice-corridor": "dreamgym.envs.toy:ChoiceCorridorEnv",
 }
 _REGISTRY: dict[str, Callable[..., Any] | str] = dict(_BUILTIN)
 

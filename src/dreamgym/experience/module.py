@@ -57,6 +57,10 @@ class ExperienceModel(L.LightningModule):
                          "val_runs": 0, "tokens_generated": 0}
         self.train_losses: list[float] = []
         self.val_losses: list[float] = []
+        self.last_val_step = -1
+        """global step of the latest validation (-1: none yet)"""
+        self.force_samples = False
+        """log `samples/wm` at the next validation whatever sample_every_n_val says (the final one)"""
         self._val_sums: dict[str, float] = {}
         self._t_batch = 0.0
 
@@ -114,10 +118,12 @@ class ExperienceModel(L.LightningModule):
         if s.get("state_n", 0) > 0:
             self.log("wm/val_state_loss", s["state_nll"] / s["state_n"])
         self.val_losses.append(val_loss)
+        self.last_val_step = self.global_step
         self.counters["val_runs"] += 1
         every = self.cfg.sft.sample_every_n_val
-        if every and (self.counters["val_runs"] - 1) % every == 0:
+        if self.force_samples or every and (self.counters["val_runs"] - 1) % every == 0:
             self._log_samples()
+        self.force_samples = False
 
     # -- speed and memory --------------------------------------------------------------------------
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:

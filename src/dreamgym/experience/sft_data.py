@@ -275,8 +275,10 @@ class SFTDataModule(L.LightningDataModule):
                                 batches_done=self._batches_done)
 
     def val_dataloader(self) -> DataLoader:
+        # the same bucketed, seeded order at every check (epoch pinned at 0): `limit_val_batches` then
+        # always scores the same representative subset, not just the longest examples
         sampler = BucketBatchSampler([len(e.input_ids) for e in self.val], self.sft.batch_size,
-                                     megabatch=max(1, len(self.val)), seed=self.seed, shuffle=False)
+                                     self.sft.bucket_megabatch, seed=self.seed, shuffle=True)
         return DataLoader(self.val, batch_sampler=sampler, collate_fn=self._collate, num_workers=0)
 
     def sample_examples(self, k: int) -> list[SFTExample]:
@@ -290,7 +292,10 @@ class SFTDataModule(L.LightningDataModule):
         tokens = sum(lengths)
         planned = bucket_batches(lengths, self.sft.batch_size, self.sft.bucket_megabatch, self.seed)
         random_batches = bucket_batches(lengths, self.sft.batch_size, 1, self.seed)
-        share = lambda pad: pad / (pad + tokens) if tokens else 0.0  # noqa: E731
+
+        def share(pad: int) -> float:
+            return pad / (pad + tokens) if tokens else 0.0
+
         return {"train_examples": len(train), "val_examples": len(val), "dropped_too_long": self.dropped_too_long,
                 "train_trajectories": len(self.train_trajectories), "val_trajectories": len(self.val_trajectories),
                 "real_transitions": sum(e.source == "real" for e in train + val),

@@ -15,7 +15,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from dreamgym.config import BufferBuildConfig
 from dreamgym.errors import DreamGymError
-from dreamgym.replay.buffer import ReplayBuffer, read_meta
+from dreamgym.replay.buffer import ReplayBuffer
+from dreamgym.replay.store import read_meta
 from dreamgym.runs import RunDir
 from dreamgym.types import Trajectory, read_trajectories
 

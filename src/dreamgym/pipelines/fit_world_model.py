@@ -2,7 +2,8 @@
 
 run dir + config.yaml -> seed -> `build_fit_world_model` (records, `ExperienceModel`, `SFTDataModule`,
 Lightning Trainer with TensorBoard under `tb/`, `ModelCheckpoint` last.ckpt, rich bar) -> optional
-validation before training -> `fit` -> the adapter in `<run>/checkpoints/adapter` -> summary.json.
+validation before training -> `fit` -> a final validation unless the last step was just validated ->
+the adapter in `<run>/checkpoints/adapter` -> summary.json.
 
 Resume (`--resume --run-dir RUN`): the CLI merges the run's saved config.yaml first, so the saved config
 is the base and overrides apply on top; overrides that change the model, the prompt, the split (seed,
@@ -14,6 +15,7 @@ sft.max_steps), and the config.yaml is rewritten with what the continuation runs
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -57,7 +59,12 @@ def fit_world_model(cfg: FitWorldModelConfig, data: Sequence[str | Path], run_di
         if cfg.sft.validate_before_fit and not resume and datamodule.val:
             trainer.validate(module, datamodule=datamodule, verbose=False)
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt) if resume else None)
-        trainer.save_checkpoint(ckpt)  # ModelCheckpoint skips a stop at max_steps mid-epoch; resume needs it
+        # ModelCheckpoint skips a stop at max_steps/max_time mid-epoch; resume needs that state. Saved before
+        # the final validation: `trainer.validate` drops the fit loop's train-loader state from checkpoints
+        trainer.save_checkpoint(ckpt)
+        if datamodule.val and module.last_val_step != trainer.global_step:  # the 'after' val loss, always
+            module.force_samples = cfg.sft.sample_every_n_val > 0
+            trainer.validate(module, datamodule=datamodule, verbose=False)
     with run.phase("save"):
         adapter_dir = module.save_weights(run.checkpoints_dir / "adapter")
     fit_s = run.wall_clock_s.get("fit", 0.0)
@@ -96,6 +103,7 @@ def build_fit_world_model(cfg: FitWorldModelConfig, run: RunDir, data: Sequence[
         accelerator="gpu" if device.type == "cuda" else "cpu", devices=1,
         precision=resolve_precision(sft.precision, device),
         max_steps=sft.max_steps, max_epochs=sft.max_epochs,
+        max_time=timedelta(seconds=sft.max_time_s) if sft.max_time_s > 0 else None,
         val_check_interval=sft.val_check_interval, check_val_every_n_epoch=None if per_batches else 1,
         limit_val_batches=sft.limit_val_batches if datamodule.val else 0,
         accumulate_grad_batches=sft.accumulate_grad_batches,

@@ -7,20 +7,17 @@ env; identical transitions are stored once; a size cap evicts the oldest synthet
 and real ones only when no synthetic is left (an incoming synthetic transition never evicts a real
 one: it is dropped instead). Queries whose filters leave few candidates run exactly.
 
-On disk (`save`/`load`): `index.bin` (hnswlib), `records.jsonl` (one transition per line, oldest
-first, with its index label), `meta.json` (schema, encoder name and dimension, index settings,
-counts, size + sha256 of the other two). Each is written to a temp file and renamed; the previous
-copy is hard-linked into `.prev/` until all three renames are done, so a crash at any point leaves
-a loadable buffer (the old one or the new one), and a modified or truncated file is refused by name.
+On disk (`save`/`load`, layout and crash safety in `replay/store.py`): `index.bin` (hnswlib),
+`records.jsonl` (one transition per line, oldest first, with its index label), `meta.json` (schema,
+encoder name and dimension, index settings, counts, size + sha256 of the other two), each written
+to a temp file and renamed, so a crash mid-save leaves a loadable copy, the old one or the new one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
-import os
-import shutil
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,20 +27,14 @@ import hnswlib
 import numpy as np
 
 from dreamgym.config import ReplayConfig
-from dreamgym.errors import DreamGymError
 from dreamgym.replay.embed import Encoder, build_encoder, key_text
+from dreamgym.replay.store import BUFFER_SCHEMA, BufferFileError, loadable_copy, read_meta, write_files
 from dreamgym.types import Trajectory, Transition
 
-__all__ = ["ReplayBuffer", "BufferFileError", "Hit", "BUFFER_SCHEMA", "SOURCES", "read_meta"]
+__all__ = ["ReplayBuffer", "Hit", "SOURCES", "BufferFileError"]
 
-BUFFER_SCHEMA = 1
 SOURCES = ("real", "synthetic")
-_FILES = ("index.bin", "records.jsonl", "meta.json")
-log = logging.getLogger(__name__)
-
-
-class BufferFileError(DreamGymError):
-    """A buffer folder is missing, corrupt, or was built with another encoder; names the file."""
+_OVERFETCH_MAX = 1024      # filtered queries first try one unfiltered search of at most this many neighbours
 
 
 @dataclass
@@ -52,6 +43,8 @@ class Hit:
 
     transition: Transition
     similarity: float
+    label: int = -1
+    """the transition's label in the index (stable for the buffer's lifetime, saved with it)"""
 
 
 class ReplayBuffer:
@@ -188,8 +181,8 @@ class ReplayBuffer:
         groups = [g for g in self._by_group if (source is None or g[0] == source) and (env is None or g[1] == env)]
         n_group = sum(len(self._by_group[g]) for g in groups)
         out: list[list[Hit]] = []
-        plain = [i for i, x in enumerate(excludes) if x is None or x not in self._by_traj]
-        if len(groups) == len(self._by_group) and n_group > self.cfg.exact_below and len(plain) == len(vecs):
+        no_exclusion = all(x is None or x not in self._by_traj for x in excludes)
+        if len(groups) == len(self._by_group) and n_group > self.cfg.exact_below and no_exclusion:
             return self._hnsw(vecs, min(k, n_group), None)          # no filter at all: one batched call
         for q, excl in zip(vecs, excludes):
             skip = self._by_traj.get(excl, set()) if excl is not None else set()
@@ -201,14 +194,7 @@ class ReplayBuffer:
                 labels = [lb for g in groups for lb in self._by_group[g] if lb not in skip]
                 out.append(self._exact(q, labels, kk))
             else:
-                allowed = set(groups)
-                recs = self._records
-
-                def keep(lb: int) -> bool:
-                    r = recs.get(lb)
-                    return r is not None and (r.source, r.env) in allowed and lb not in skip
-                out.extend(self._hnsw(q[None], kk, keep if (len(groups) < len(self._by_group) or skip) else None,
-                                      fallback=lambda: [lb for g in groups for lb in self._by_group[g] if lb not in skip]))
+                out.append(self._filtered(q, kk, set(groups), skip, n_allowed))
         return out
 
     def counts(self) -> dict:
@@ -226,38 +212,8 @@ class ReplayBuffer:
     def save(self, directory: str | Path) -> Path:
         """Write index.bin, records.jsonl, meta.json to `directory` (temp files + renames, old copy
         kept in .prev/ until the new one is complete). Returns the directory."""
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        tmp = {name: d / f".{name}.tmp-{os.getpid()}" for name in _FILES}
-        try:
-            self._index.save_index(str(tmp["index.bin"]))
-            _fsync(tmp["index.bin"])
-            with tmp["records.jsonl"].open("w", encoding="utf-8") as f:
-                for label, t in self._records.items():
-                    f.write(json.dumps({"label": label, **t.to_dict()}, ensure_ascii=False) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            meta = self._meta({n: _file_digest(tmp[n]) for n in ("index.bin", "records.jsonl")})
-            with tmp["meta.json"].open("w", encoding="utf-8") as f:
-                f.write(json.dumps(meta, indent=2))
-                f.flush()
-                os.fsync(f.fileno())
-            prev = d / ".prev"
-            if (d / "meta.json").exists():
-                if not prev.exists() or _verify(d) is None:    # keep a .prev that is the only good copy
-                    shutil.rmtree(prev, ignore_errors=True)
-                    prev.mkdir()
-                    for name in _FILES:
-                        if (d / name).exists():
-                            _link_or_copy(d / name, prev / name)
-            for name in _FILES:                                 # meta.json last
-                os.replace(tmp[name], d / name)
-            _fsync_dir(d)
-            shutil.rmtree(prev, ignore_errors=True)
-        finally:
-            for p in tmp.values():
-                p.unlink(missing_ok=True)
-        return d
+        lines = (json.dumps({"label": label, **t.to_dict()}, ensure_ascii=False) for label, t in self._records.items())
+        return write_files(directory, lambda path: self._index.save_index(str(path)), lines, self._meta)
 
     @classmethod
     def load(cls, directory: str | Path, encoder: Encoder | None = None, cfg: ReplayConfig | None = None) -> "ReplayBuffer":
@@ -265,16 +221,7 @@ class ReplayBuffer:
         checked); None builds it from meta.json's encoder name. What the files depend on (M,
         ef_construction, phi's state length, dedup) always comes from meta.json; the other settings
         (ef_search, cap, exact_below, threads) from `cfg` when given, else as saved."""
-        d = Path(directory)
-        if not d.is_dir():
-            raise BufferFileError(f"{d}: replay buffer folder not found")
-        problem = _verify(d)
-        if problem is not None:
-            if (d / ".prev").is_dir() and _verify(d / ".prev") is None:
-                log.warning("%s; loading the previous copy from %s", problem, d / ".prev")
-                d = d / ".prev"
-            else:
-                raise BufferFileError(problem)
+        d = loadable_copy(directory)
         meta = read_meta(d)
         saved = {k: v for k, v in (meta.get("config") or {}).items() if k in ReplayConfig.__dataclass_fields__}
         fixed = {k: meta[k] for k in ("M", "ef_construction", "key_state_chars", "dedup", "encoder")}  # files need these
@@ -347,7 +294,26 @@ class ReplayBuffer:
         sims = np.asarray(mat, dtype=np.float32) @ (q / max(float(np.linalg.norm(q)), 1e-12))
         top = np.argpartition(-sims, k - 1)[:k] if k < len(labels) else np.arange(len(labels))
         top = top[np.lexsort((np.asarray(labels)[top], -sims[top]))]   # ties: older label first
-        return [Hit(self._records[labels[i]], float(sims[i])) for i in top]
+        return [Hit(self._records[labels[i]], float(sims[i]), labels[i]) for i in top]
+
+    def _filtered(self, q: np.ndarray, k: int, groups: set[tuple[str, str]], skip: set[int],
+                  n_allowed: int) -> list[Hit]:
+        """Top-k among allowed labels. First an unfiltered search for enough extra neighbours to
+        survive the filters at their share of the buffer (cheap: no per-node Python callback), then,
+        when that leaves fewer than k, hnswlib's filtered search (walks until k allowed are found)."""
+        recs = self._records
+
+        def keep(lb: int) -> bool:
+            r = recs.get(lb)
+            return r is not None and (r.source, r.env) in groups and lb not in skip
+
+        fetch = math.ceil((k + len(skip)) * 2 * len(recs) / n_allowed)
+        if fetch <= _OVERFETCH_MAX:
+            hits = [h for h in self._hnsw(q[None], min(fetch, len(recs)), None)[0] if keep(h.label)]
+            if len(hits) >= k:
+                return hits[:k]
+        return self._hnsw(q[None], k, keep, fallback=lambda: [lb for g in groups for lb in self._by_group[g]
+                                                               if lb not in skip])[0]
 
     def _hnsw(self, vecs: np.ndarray, k: int, keep, fallback=None) -> list[list[Hit]]:
         self._index.set_ef(max(self.ef_search, k))
@@ -356,7 +322,7 @@ class ReplayBuffer:
         except RuntimeError:                                   # graph walk found < k allowed: go exact
             allowed = fallback() if fallback else list(self._records)
             return [self._exact(q, allowed, k) for q in vecs]
-        return [[Hit(self._records[int(lb)], 1.0 - float(dd)) for lb, dd in zip(row_l, row_d)]
+        return [[Hit(self._records[int(lb)], 1.0 - float(dd), int(lb)) for lb, dd in zip(row_l, row_d)]
                 for row_l, row_d in zip(labels, dists)]
 
     def _meta(self, files: dict[str, dict]) -> dict:
@@ -371,76 +337,9 @@ class ReplayBuffer:
                 "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
-def read_meta(directory: str | Path) -> dict:
-    """meta.json of a saved buffer, checked for the keys and schema this version reads."""
-    path = Path(directory) / "meta.json"
-    if not path.is_file():
-        raise BufferFileError(f"{path}: not found (is {Path(directory)} a replay buffer folder?)")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BufferFileError(f"{path}: not valid JSON ({e}): file corrupt") from None
-    if not isinstance(meta, dict) or meta.get("schema") != BUFFER_SCHEMA:
-        got = meta.get("schema") if isinstance(meta, dict) else type(meta).__name__
-        raise BufferFileError(f"{path}: schema {got!r}, expected {BUFFER_SCHEMA}")
-    missing = [k for k in ("encoder", "dim", "M", "ef_construction", "ef_search", "key_state_chars", "max_size",
-                           "dedup", "next_label", "counts", "files") if k not in meta]
-    if missing:
-        raise BufferFileError(f"{path}: missing keys {', '.join(missing)}")
-    return meta
-
-
-# -- file helpers ------------------------------------------------------------------------------
+# -- helpers -----------------------------------------------------------------------------------
 
 def _dedup_key(t: Transition) -> str:
     blob = json.dumps([t.env, t.instruction, t.state, t.action, t.next_state, round(float(t.reward), 6),
                        bool(t.done)], ensure_ascii=False)
     return hashlib.sha1(blob.encode("utf-8")).hexdigest()
-
-
-def _verify(d: Path) -> str | None:
-    """None if meta.json, index.bin and records.jsonl exist and match; else what is wrong (naming the file)."""
-    try:
-        meta = read_meta(d)
-    except BufferFileError as e:
-        return str(e)
-    for name in ("index.bin", "records.jsonl"):
-        path = d / name
-        want = meta["files"].get(name) or {}
-        if not path.is_file():
-            return f"{path}: not found"
-        if path.stat().st_size != want.get("bytes") or _file_digest(path)["sha256"] != want.get("sha256"):
-            return (f"{path}: does not match meta.json (size or sha256 differs): file corrupt or modified, "
-                    "or a save was interrupted")
-    return None
-
-
-def _file_digest(path: Path) -> dict:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return {"bytes": path.stat().st_size, "sha256": h.hexdigest()}
-
-
-def _fsync(path: Path) -> None:
-    with path.open("rb+") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(d: Path) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)

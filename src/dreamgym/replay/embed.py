@@ -136,8 +136,8 @@ class SentenceEncoder:
 
     def __init__(self, path: str | Path, name: str | None = None, device: str = "cpu", batch_size: int = 64,
                  max_seq_length: int | None = None):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")        # never reach for a hub, whatever the folder says
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        os.environ["HF_HUB_OFFLINE"] = "1"                  # never reach for a hub, whatever the folder says
+        os.environ["TRANSFORMERS_OFFLINE"] = "1"
         self.path = Path(path)
         self.name = name or str(path)
         self.device = device

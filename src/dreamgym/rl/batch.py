@@ -2,10 +2,13 @@
 
 `RolloutBatch.from_episodes` right-pads the episodes' token traces into (B, T) tensors: `input_ids`,
 `attention_mask`, `response_mask` (1 on sampled action tokens only), `token_rewards` (each turn's
-reward on its last sampled token), `scores` (episode outcome reward, what GRPO normalises) and `group`
-(which task group a row belongs to). `policy_forward` runs the transformer body once and applies the
-LM head (and the value head) only at response positions, so a 49k-vocab logit tensor is never built
-for prompt or observation tokens.
+reward on its last sampled token), `scores` (episode outcome reward, what GRPO normalises), `group`
+(which task group a row belongs to) and `allowed_ids` (B, T, K): the ids choice mode allowed at each
+sampled position, -1 padded (K = 0 when nothing was constrained). `policy_forward` runs the transformer
+body once and applies the LM head (and the value head) only at response positions, so a 49k-vocab logit
+tensor is never built for prompt or observation tokens; at positions with an allowed set it scores the
+distribution renormalised over that set, as the rollout sampled it (a forced single choice: log-prob
+exactly 0, entropy 0, no gradient).
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ class RolloutBatch:
     scores: Tensor
     group: Tensor
     policy_version: int
+    allowed_ids: Tensor
+    """(B, T, K) ids allowed at each choice-mode sampled position, -1 padding; all -1 = unconstrained"""
     episodes: list[Episode] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
 
@@ -53,8 +58,8 @@ class RolloutBatch:
         rewards = turn_rewards_to_tokens([e.turn_rewards for e in episodes], [e.turn_ends for e in episodes],
                                          (b, width), mask=mask)
         scores = torch.tensor([e.outcome_reward for e in episodes], dtype=torch.float)
-        return cls(ids, attn, mask, logp, rewards, scores, torch.tensor(group), policy_version, episodes,
-                   dict(metrics or {}))
+        return cls(ids, attn, mask, logp, rewards, scores, torch.tensor(group), policy_version,
+                   _allowed_tensor([e.trace.allowed for e in episodes], width), episodes, dict(metrics or {}))
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -62,7 +67,8 @@ class RolloutBatch:
     def select(self, idx: Tensor) -> "RolloutBatch":
         return RolloutBatch(self.input_ids[idx], self.attention_mask[idx], self.response_mask[idx],
                             self.rollout_logprobs[idx], self.token_rewards[idx], self.scores[idx], self.group[idx],
-                            self.policy_version, [self.episodes[i] for i in idx.tolist()], self.metrics)
+                            self.policy_version, self.allowed_ids[idx], [self.episodes[i] for i in idx.tolist()],
+                            self.metrics)
 
     def minibatch_indices(self, size: int, generator: torch.Generator) -> Iterator[Tensor]:
         perm = torch.randperm(len(self), generator=generator)
@@ -78,25 +84,68 @@ def lm_body_and_head(model) -> tuple[torch.nn.Module, torch.nn.Module]:
 
 
 def policy_forward(model, input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor,
-                   value_head: torch.nn.Module | None = None, with_entropy: bool = False
+                   value_head: torch.nn.Module | None = None, with_entropy: bool = False,
+                   allowed_ids: Tensor | None = None, temperature: float = 1.0
                    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Log-probs of each token under the model (B, T; position t scored from t-1), entropies and values
-    at response positions; zeros elsewhere."""
+    at response positions; zeros elsewhere. Scored like the rollout sampled: softmax(logits / temperature),
+    and where `allowed_ids` (B, T, K; -1 padded) gives a position an allowed set, renormalised over it."""
     body, head = lm_body_and_head(model)
     hidden = body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
     resp = response_mask.bool().clone()
     resp[:, 0] = False
     b_idx, t_idx = resp.nonzero(as_tuple=True)
     h = hidden[b_idx, t_idx - 1]  # the state that predicts token t
-    logits = head(h).float()
-    logp_all = torch.log_softmax(logits, dim=-1)
+    logits = head(h).float()  # (N, V); divided by the temperature after picking rows/columns
+    targets = input_ids[b_idx, t_idx]
+    allowed = allowed_ids[b_idx, t_idx] if allowed_ids is not None and allowed_ids.shape[-1] > 0 else None
+    choice = allowed[:, 0] >= 0 if allowed is not None else torch.zeros_like(targets, dtype=torch.bool)
+    tok_logp, tok_ent = logits.new_zeros(len(targets)), logits.new_zeros(len(targets))
+    free = ~choice
+    if free.any():  # full-vocabulary softmax
+        lp = torch.log_softmax(logits[free] / temperature, dim=-1)
+        tok_logp[free] = lp.gather(-1, targets[free].unsqueeze(-1)).squeeze(-1)
+        if with_entropy:
+            tok_ent[free] = -(lp.exp() * lp).sum(-1)
+    if choice.any():  # softmax over the allowed ids only: (N, K) instead of (N, V)
+        lp, hit, valid = _renormalised(logits, allowed, targets, choice, temperature)
+        tok_logp[choice] = lp.masked_fill(~hit, 0.0).sum(-1)
+        if with_entropy:
+            tok_ent[choice] = -(lp.exp() * lp.masked_fill(~valid, 0.0)).sum(-1)  # 0 * -inf would be nan
     logp = torch.zeros(input_ids.shape, dtype=torch.float, device=input_ids.device)
-    logp[b_idx, t_idx] = logp_all.gather(-1, input_ids[b_idx, t_idx].unsqueeze(-1)).squeeze(-1)
+    logp[b_idx, t_idx] = tok_logp
     entropy = values = None
     if with_entropy:
         entropy = torch.zeros_like(logp)
-        entropy[b_idx, t_idx] = -(logp_all.exp() * logp_all).sum(-1)
+        entropy[b_idx, t_idx] = tok_ent
     if value_head is not None:
         values = torch.zeros_like(logp)
         values[b_idx, t_idx] = value_head(h.float()).squeeze(-1)
     return logp, entropy, values
+
+
+# -- internals ---------------------------------------------------------------------------------
+def _allowed_tensor(allowed: list[list[list[int] | None]], width: int) -> Tensor:
+    """Per-episode, per-position allowed sets -> (B, width, K) long, -1 padded (K = largest set, maybe 0)."""
+    k = max((len(a) for rows in allowed for a in rows if a is not None), default=0)
+    out = torch.full((len(allowed), width, k), -1, dtype=torch.long)
+    for i, rows in enumerate(allowed):
+        for t, a in enumerate(rows):
+            if a is not None:
+                out[i, t, : len(a)] = torch.tensor(a, dtype=torch.long)
+    return out
+
+
+def _renormalised(logits: Tensor, allowed: Tensor, targets: Tensor, rows: Tensor, temperature: float
+                  ) -> tuple[Tensor, Tensor, Tensor]:
+    """(N, V) logits, (N, K) allowed ids (-1 padded), (N,) targets, (N,) bool rows to score -> for those rows:
+    log-softmax of logits / T over the allowed ids (-inf on padding), where each target sits, which slots
+    are real ids; all (n_rows, K)."""
+    allowed, targets = allowed[rows], targets[rows]
+    valid = allowed >= 0
+    sel = logits[rows.nonzero(as_tuple=True)[0].unsqueeze(-1), allowed.clamp(min=0)] / temperature
+    lp = torch.log_softmax(sel.masked_fill(~valid, float("-inf")), dim=-1)
+    hit = (allowed == targets.unsqueeze(-1)) & valid
+    if not bool(hit.any(-1).all()):
+        raise ValueError("policy_forward: a sampled token is not in its allowed set (trace and batch disagree)")
+    return lp, hit, valid

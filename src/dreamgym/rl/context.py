@@ -6,6 +6,10 @@ Turn layout (any chat template whose assistant content is followed by its end to
 ending with the end token; `observation_ids(obs)` = the template's glue after that end token + the next
 user turn + assistant header. The glue is derived once from the tokenizer's own template, so no model
 family's special-token ids are hard-coded.
+
+Choice mode (`rollout.action_space=choice`): `choice_ids` tokenizes each available action exactly as the
+free mode would see it in the assistant turn (its text, then the end token); `choice_action_text` first
+fills a free-text slot such as WebShop's `search[...]` with the task instruction.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from dataclasses import dataclass
 
 from dreamgym.models.generation import stop_token_ids
 
-__all__ = ["ChatContext", "ContextSettings", "parse_action_text", "DEFAULT_SYSTEM_PROMPT"]
+__all__ = ["ChatContext", "ContextSettings", "parse_action_text", "choice_action_text", "DEFAULT_SYSTEM_PROMPT"]
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a web shopping agent. Each turn you see the page and the available actions. Reply with exactly "
@@ -46,6 +50,12 @@ def parse_action_text(text: str) -> tuple[str, bool]:
     return first, False
 
 
+def choice_action_text(action: str, instruction: str) -> str:
+    """An available action as choice mode offers it: a free-text slot `name[...]` (WebShop's search bar)
+    becomes `name[<task instruction>]`, so every candidate is one concrete action."""
+    return action[: -len("...]")] + instruction + "]" if action.endswith("[...]") else action
+
+
 class ChatContext:
     """Token ids for the policy's multi-turn chat, built by appending (never re-tokenizing history)."""
 
@@ -72,6 +82,10 @@ class ChatContext:
         """Ids appended after a sampled action (which ended with the end token): template glue, the next
         user turn and the assistant header."""
         return self._encode(self._glue + self.user_content(observation, available_actions) + self._user_tail)
+
+    def choice_ids(self, actions: list[str]) -> list[list[int]]:
+        """Candidate continuations of an assistant turn: each action's ids followed by the end token."""
+        return [self._encode(a) + [self.end_id] for a in actions]
 
     def end_ids_if_missing(self, sample_ids: list[int]) -> list[int]:
         """The end token to append as context when a sample hit max_new_tokens without writing it."""

@@ -6,6 +6,9 @@ gradient clipping and an optional early stop on `target_kl`. The policy is LoRA 
 reference policy for the KL term is the same model with the adapter disabled (no second copy). PPO adds
 a scalar value head on the policy's last hidden state (shared trunk) and GAE over sampled tokens; GRPO
 normalises outcome rewards within each task group and drops zero-variance groups (their share logged).
+Every log-prob (new, old, reference) and the entropy score the distribution the rollout sampled from:
+logits / `rollout.temperature`, in choice mode renormalised over the allowed ids the rollout stored per
+sampled token (`RolloutBatch.allowed_ids`).
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ class PolicyRL(L.LightningModule):
         prefix = "ppo/" if a.name == "ppo" else "grpo/"
         with torch.no_grad():
             old_logp, _, old_values = policy_forward(self.model, batch.input_ids, batch.attention_mask,
-                                                     batch.response_mask, self.value_head)
+                                                     batch.response_mask, self.value_head, **self._scoring(batch))
             ref_logp = self._reference_logp(batch) if a.kl_coef > 0 else None
         adv, returns, keep, extra = self._advantages(batch, old_values)
         stats: dict[str, float] = {f"{prefix}{k}": v for k, v in extra.items()}
@@ -128,7 +131,7 @@ class PolicyRL(L.LightningModule):
         a = self.cfg.algo
         mask = batch.response_mask[mb]
         logp, entropy, values = policy_forward(self.model, batch.input_ids[mb], batch.attention_mask[mb], mask,
-                                               self.value_head, with_entropy=True)
+                                               self.value_head, with_entropy=True, **self._scoring(batch, mb))
         loss, stats = clipped_pg_loss(logp, old_logp[mb], adv[mb], mask, a.clip_eps, a.clip_eps_high,
                                       aggregation=a.aggregation)
         stats = {"policy_loss": loss.item(), **stats}
@@ -149,12 +152,20 @@ class PolicyRL(L.LightningModule):
     def _reference_logp(self, batch: RolloutBatch) -> torch.Tensor:
         ctx = self.model.disable_adapter() if hasattr(self.model, "disable_adapter") else contextlib.nullcontext()
         with ctx:
-            ref, _, _ = policy_forward(self.model, batch.input_ids, batch.attention_mask, batch.response_mask)
+            ref, _, _ = policy_forward(self.model, batch.input_ids, batch.attention_mask, batch.response_mask,
+                                       **self._scoring(batch))
         return ref
+
+    def _scoring(self, batch: RolloutBatch, rows: torch.Tensor | None = None) -> dict:
+        """How the rollout sampled, so every log-prob scores that distribution: its temperature, and the
+        allowed ids of choice mode."""
+        allowed = batch.allowed_ids if rows is None else batch.allowed_ids[rows]
+        return {"allowed_ids": allowed, "temperature": self.cfg.rollout.temperature}
 
     def _to_device(self, batch: RolloutBatch) -> RolloutBatch:
         d = self.device
-        for name in ("input_ids", "attention_mask", "response_mask", "rollout_logprobs", "token_rewards", "scores"):
+        for name in ("input_ids", "attention_mask", "response_mask", "rollout_logprobs", "token_rewards", "scores",
+                     "allowed_ids"):
             setattr(batch, name, getattr(batch, name).to(d))
         return batch
 

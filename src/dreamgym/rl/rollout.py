@@ -7,6 +7,12 @@ behaviour log-probs (mask 1) — decoded text exists only for the env, history i
 Per-turn rewards sit on each turn's last sampled token. Episodes stop on done, `max_turns` or when the
 context would exceed `max_context_tokens` (truncated). Metrics: success, reward, length, repeated
 actions (echo-trap alarm), invalid actions, unparsable actions, tokens/s.
+
+Action spaces (`RolloutSettings.action_space`): `free` samples any text and parses an action from it;
+`choice` constrains each turn's sample to exactly one of the episode's available actions (`search[...]`
+filled with the task instruction, see `choice_action_text`) followed by the end token. The trace then
+keeps, per sampled token, the ids that were allowed at that step (`TokenTrace.allowed`); the behaviour
+log-probs and training's `policy_forward` both use the distribution renormalised over that set.
 """
 
 from __future__ import annotations
@@ -16,10 +22,12 @@ from dataclasses import dataclass, field
 
 from dreamgym.episodes import is_success
 from dreamgym.models.generation import GenerationSettings, generate_samples
-from dreamgym.rl.context import ChatContext, parse_action_text
+from dreamgym.rl.context import ChatContext, choice_action_text, parse_action_text
 from dreamgym.types import Step, Task, Trajectory
 
-__all__ = ["TokenTrace", "Episode", "RolloutSettings", "RolloutResult", "run_rollouts"]
+__all__ = ["TokenTrace", "Episode", "RolloutSettings", "RolloutResult", "run_rollouts", "ACTION_SPACES"]
+
+ACTION_SPACES = ("free", "choice")
 
 
 @dataclass
@@ -31,17 +39,23 @@ class TokenTrace:
     """1 = sampled by the policy (trained on), 0 = context (prompt, observations, template glue)"""
     logprobs: list[float] = field(default_factory=list)
     """behaviour log-prob per id, 0.0 where mask == 0"""
+    allowed: list[list[int] | None] = field(default_factory=list)
+    """per id: the ids choice mode allowed when it was sampled (log-probs renormalised over them); None for
+    context and unconstrained samples"""
 
     def add_context(self, ids: list[int]) -> None:
         self.ids += ids
         self.mask += [0] * len(ids)
         self.logprobs += [0.0] * len(ids)
+        self.allowed += [None] * len(ids)
 
-    def add_sample(self, ids: list[int], logprobs: list[float]) -> None:
+    def add_sample(self, ids: list[int], logprobs: list[float], allowed: list[list[int]] | None = None) -> None:
         assert len(ids) == len(logprobs), "one log-prob per sampled token"
+        assert allowed is None or len(allowed) == len(ids), "one allowed set per sampled token"
         self.ids += ids
         self.mask += [1] * len(ids)
         self.logprobs += logprobs
+        self.allowed += allowed if allowed is not None else [None] * len(ids)
 
 
 @dataclass
@@ -77,12 +91,19 @@ class Episode:
 class RolloutSettings:
     max_turns: int = 15
     max_new_tokens: int = 32
+    """longest free-text action (choice mode decodes up to the longest candidate instead)"""
     do_sample: bool = True
     temperature: float = 1.0
     top_p: float = 1.0
     batch_size: int = 32
     max_context_tokens: int = 4096
     seed: int | None = None
+    action_space: str = "free"
+    """'free' (any text, parsed) or 'choice' (exactly one available action, see the module docstring)"""
+
+    def __post_init__(self) -> None:
+        if self.action_space not in ACTION_SPACES:
+            raise ValueError(f"action_space: got {self.action_space!r}, expected one of {ACTION_SPACES}")
 
 
 @dataclass
@@ -128,14 +149,21 @@ def run_rollouts(model, tokenizer, ctx: ChatContext, venv, tasks: list[Task], se
         if not live:
             break
         avail = venv.available_actions()
+        offered = ([[choice_action_text(a, episodes[i].task.instruction) for a in acts] for i, acts in zip(live, avail)]
+                   if settings.action_space == "choice" else None)
+        choices = [ctx.choice_ids(texts) for texts in offered] if offered is not None else None
         samples = generate_samples(model, tokenizer, [episodes[i].trace.ids for i in live], gen,
-                                   generator_seed=None if settings.seed is None else settings.seed + turn)
+                                   generator_seed=None if settings.seed is None else settings.seed + turn,
+                                   choices=choices)
         actions = []
-        for i, s in zip(live, samples):
+        for k, (i, s) in enumerate(zip(live, samples)):
             ep = episodes[i]
-            ep.trace.add_sample(s.ids, s.logprobs)
+            ep.trace.add_sample(s.ids, s.logprobs, s.allowed)
             ep.turn_ends.append(len(ep.trace.ids) - 1)
-            action, ok = parse_action_text(tokenizer.decode(s.ids, skip_special_tokens=True))
+            if s.allowed is not None:  # the sample is one candidate's ids: take its text as is
+                action, ok = offered[k][choices[k].index(s.ids)], True
+            else:
+                action, ok = parse_action_text(tokenizer.decode(s.ids, skip_special_tokens=True))
             ep.parsed.append(ok)
             actions.append(action)
             tokens += len(s.ids)
