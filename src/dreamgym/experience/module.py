@@ -59,8 +59,8 @@ class ExperienceModel(L.LightningModule):
         self.val_losses: list[float] = []
         self.last_val_step = -1
         """global step of the latest validation (-1: none yet)"""
-        self.force_samples = False
-        """log `samples/wm` at the next validation whatever sample_every_n_val says (the final one)"""
+        self.last_samples_step = -1
+        """global step of the latest `samples/wm` (-1: none yet)"""
         self._val_sums: dict[str, float] = {}
         self._t_batch = 0.0
 
@@ -121,9 +121,8 @@ class ExperienceModel(L.LightningModule):
         self.last_val_step = self.global_step
         self.counters["val_runs"] += 1
         every = self.cfg.sft.sample_every_n_val
-        if self.force_samples or every and (self.counters["val_runs"] - 1) % every == 0:
-            self._log_samples()
-        self.force_samples = False
+        if every and (self.counters["val_runs"] - 1) % every == 0 and not self.trainer.sanity_checking:
+            self.log_samples()
 
     # -- speed and memory --------------------------------------------------------------------------
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
@@ -232,11 +231,14 @@ class ExperienceModel(L.LightningModule):
                 "padding_share": c["pad_tokens"] / total if total else 0.0,
                 "tokens_generated": c["tokens_generated"], "peak_mem_gb": peak_memory_gb(self.device)}
 
-    def _log_samples(self) -> None:
+    def log_samples(self) -> None:
+        """`samples/wm`: greedy predictions for the datamodule's sample examples vs their true targets, as
+        markdown text in every logger that takes text (TensorBoard), at the current global step."""
         trainer = self._trainer
         datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
-        if datamodule is None or trainer.sanity_checking or self.cfg.sft.num_samples < 1:
+        if datamodule is None:
             return
+        self.last_samples_step = trainer.global_step
         examples = datamodule.sample_examples(self.cfg.sft.num_samples)
         if not examples:
             return

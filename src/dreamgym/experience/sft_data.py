@@ -16,7 +16,9 @@ Examples longer than `sft.max_seq_len` are dropped and counted, never truncated.
 
 Batching: the train/val split is by trajectory id (seeded), never by transition. Training batches are
 length-bucketed (shuffle, cut into megabatches of `bucket_megabatch` batches, sort each by length,
-shuffle the batches; seeded per epoch) to cut padding; batches are right-padded.
+shuffle the batches; seeded per epoch) to cut padding; batches are right-padded. The train loader is
+stateful for Lightning checkpoints (data epoch, batches done), so a resumed run sees the same batch
+sequence as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -299,6 +301,7 @@ class SFTDataModule(L.LightningDataModule):
         return {"train_examples": len(train), "val_examples": len(val), "dropped_too_long": self.dropped_too_long,
                 "train_trajectories": len(self.train_trajectories), "val_trajectories": len(self.val_trajectories),
                 "real_transitions": sum(e.source == "real" for e in train + val),
+                "examples_with_reasoning": sum(e.target.startswith("<think>") for e in train + val),
                 "planned_padding_share": round(share(padding_tokens(planned, lengths)), 4),
                 "random_batching_padding_share": round(share(padding_tokens(random_batches, lengths)), 4),
                 "mean_example_tokens": round(tokens / len(train), 1) if train else 0.0}

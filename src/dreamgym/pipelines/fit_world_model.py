@@ -2,8 +2,8 @@
 
 run dir + config.yaml -> seed -> `build_fit_world_model` (records, `ExperienceModel`, `SFTDataModule`,
 Lightning Trainer with TensorBoard under `tb/`, `ModelCheckpoint` last.ckpt, rich bar) -> optional
-validation before training -> `fit` -> a final validation unless the last step was just validated ->
-the adapter in `<run>/checkpoints/adapter` -> summary.json.
+validation before training -> `fit` -> a final validation and `samples/wm` unless the last step just had them
+-> the adapter in `<run>/checkpoints/adapter` -> summary.json.
 
 Resume (`--resume --run-dir RUN`): the CLI merges the run's saved config.yaml first, so the saved config
 is the base and overrides apply on top; overrides that change the model, the prompt, the split (seed,
@@ -15,6 +15,7 @@ sft.max_steps), and the config.yaml is rewritten with what the continuation runs
 from __future__ import annotations
 
 import json
+import logging
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Sequence
@@ -27,6 +28,7 @@ from dreamgym.runs import RunDir, RunDirError, atomic_write_text, file_sha256
 
 __all__ = ["fit_world_model", "build_fit_world_model", "resolve_precision", "FROZEN_ON_RESUME"]
 
+log = logging.getLogger(__name__)
 FROZEN_ON_RESUME = ("model", "prompt", "seed", "sft.val_fraction", "sft.max_seq_len")
 """config keys a resumed run may not change (they define the model or the data it trains on)"""
 
@@ -63,8 +65,10 @@ def fit_world_model(cfg: FitWorldModelConfig, data: Sequence[str | Path], run_di
         # the final validation: `trainer.validate` drops the fit loop's train-loader state from checkpoints
         trainer.save_checkpoint(ckpt)
         if datamodule.val and module.last_val_step != trainer.global_step:  # the 'after' val loss, always
-            module.force_samples = cfg.sft.sample_every_n_val > 0
             trainer.validate(module, datamodule=datamodule, verbose=False)
+        if cfg.sft.sample_every_n_val and module.last_samples_step != trainer.global_step:
+            module.log_samples()                                             # and samples of the final model
+        trainer.logger.finalize("success")
     with run.phase("save"):
         adapter_dir = module.save_weights(run.checkpoints_dir / "adapter")
     fit_s = run.wall_clock_s.get("fit", 0.0)
@@ -91,6 +95,10 @@ def build_fit_world_model(cfg: FitWorldModelConfig, run: RunDir, data: Sequence[
     module = ExperienceModel(cfg)
     datamodule = SFTDataModule(records, module.tokenizer, cfg.prompt, cfg.sft, seed=cfg.seed)
     datamodule.setup("fit")
+    if cfg.prompt.reasoning and not datamodule.summary()["examples_with_reasoning"]:
+        log.warning("no SFT record carries a reasoning trace (raw trajectories or annotate --teacher none), but "
+                    "prompt.reasoning is true: the model learns to skip <think>, and a synthetic env that requires "
+                    "reasoning will count missing_reasoning fallbacks; consider prompt.reasoning=false")
     sft = cfg.sft
     device = next(module.model.parameters()).device  # where models/loading put it (the module still says cpu)
     logger = TensorBoardLogger(save_dir=str(run.path), name="tb", version="", default_hp_metric=False)

@@ -1,0 +1,135 @@
+"""Real-environment and data-collection configs: WebShop, the AgentGym HTTP client, `collect`, `serve-env`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from dreamgym.config.loading import ConfigError, SPLITS
+
+__all__ = ["WebShopConfig", "HttpConfig", "EnvConfig", "CollectConfig", "ServeEnvConfig"]
+
+
+@dataclass
+class WebShopConfig:
+    """The native WebShop text environment (`envs/webshop`)."""
+
+    data_dir: Optional[str] = None
+    """folder with WebShop data files in the original schema (items_shuffle*.json, items_ins_v2*.json,
+    items_human_ins.json, optionally reviews.json; plain or .gz): the real files when you have them,
+    or a catalog made by `python -m dreamgym.envs.webshop.generate`. None = the bundled generated catalog"""
+    human_goals: bool = True
+    """with data_dir: use the human instructions (items_human_ins.json) rather than the synthetic ones"""
+    num_products: Optional[int] = None
+    """keep only the first N products of the catalog (None = all)"""
+    test_goals: int = 500
+    """goals [0, test_goals) of the fixed shuffled goal list form the test split (upstream: 500)"""
+    dev_goals: int = 1000
+    """the next dev_goals goals form the dev split (upstream: 1000); the rest is train"""
+    max_steps: int = 15
+    """episode step limit: the env ends an episode after this many actions (reward 0, truncated)"""
+    search_return_n: int = 50
+    """products a search returns (upstream SEARCH_RETURN_N)"""
+    products_per_page: int = 10
+    """results shown per page (upstream PRODUCT_WINDOW)"""
+    title_scorer: str = "heuristic"
+    """how the reward's title score finds nouns: 'heuristic' (no extra deps, documented
+    approximation) or 'spacy' (needs the optional spaCy model, see docs)"""
+    spacy_model: Optional[str] = None
+    """with title_scorer=spacy: a spaCy model name or package folder"""
+    seed: int = 233
+    """seed of the fixed goal shuffle and of sampled prices for price ranges (upstream: 233)"""
+
+    def __post_init__(self) -> None:
+        if self.title_scorer not in ("heuristic", "spacy"):
+            raise ConfigError(f"key 'env.webshop.title_scorer': got {self.title_scorer!r}, "
+                              "expected 'heuristic' or 'spacy'")
+        for key in ("test_goals", "dev_goals", "max_steps", "search_return_n", "products_per_page"):
+            if getattr(self, key) < (0 if key.endswith("goals") else 1):
+                raise ConfigError(f"key 'env.webshop.{key}': got {getattr(self, key)}, expected a positive int")
+
+
+@dataclass
+class HttpConfig:
+    """Client for an environment served over AgentGym's HTTP protocol (`env.name=http`)."""
+
+    url: str = "http://127.0.0.1:36001"
+    """base URL of the env server"""
+    flavour: str = "webshop"
+    """protocol flavour: 'webshop' (env_idx, bare-int create) or 'alfworld' (id-based)"""
+    env_name: str = "webshop"
+    """name recorded in tasks/trajectories for the served env"""
+    timeout_s: float = 10.0
+    """timeout of one request in seconds (never hang on a dead server)"""
+    retries: int = 5
+    """attempts per request on connection errors or non-200 answers (upstream client: 5)"""
+    backoff_s: float = 0.2
+    """sleep before retry i is backoff_s * 2**i"""
+    num_tasks: Optional[int] = None
+    """how many session ids (goal indices) the server has; None = ask the wrapped split sizes"""
+    test_goals: int = 500
+    """session ids [0, test_goals) form the test split (WebShop convention)"""
+    dev_goals: int = 1000
+    """the next dev_goals session ids form the dev split"""
+
+    def __post_init__(self) -> None:
+        if self.flavour not in ("webshop", "alfworld"):
+            raise ConfigError(f"key 'env.http.flavour': got {self.flavour!r}, expected 'webshop' or 'alfworld'")
+        if self.timeout_s <= 0 or self.retries < 1:
+            raise ConfigError("keys 'env.http.timeout_s'/'env.http.retries': expected timeout_s > 0 and retries >= 1")
+
+
+@dataclass
+class EnvConfig:
+    """Which real environment to build: a registered name or an import path `pkg.module:Class`."""
+
+    name: str = "webshop"
+    """registered env name (webshop, http, ...) or `pkg.module:Class` of a user's own env"""
+    webshop: WebShopConfig = field(default_factory=WebShopConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """keyword arguments for a user env class given as `pkg.module:Class`"""
+
+
+@dataclass
+class CollectConfig:
+    """`dreamgym collect`: run a scripted policy in a real env and write trajectories."""
+
+    env: EnvConfig = field(default_factory=EnvConfig)
+    policy: str = "oracle"
+    """scripted policy: 'oracle' (the env's own, reads the goal record) or 'random'"""
+    episodes: int = 100
+    """episodes to run; tasks of the split are taken in order, cycling if there are fewer"""
+    split: str = "train"
+    """task split: train, dev or test"""
+    max_turns: int = 15
+    """turns after which an episode is cut (WebShop default 15)"""
+    seed: int = 0
+    """seed of the random policy and of task order shuffling (none by default)"""
+    shuffle_tasks: bool = False
+    """draw tasks in a seeded random order instead of the split's fixed order"""
+    progress: bool = True
+    """show a rich progress bar"""
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise ConfigError(f"key 'split': got {self.split!r}, expected one of {', '.join(SPLITS)}")
+        if self.policy not in ("oracle", "random"):
+            raise ConfigError(f"key 'policy': got {self.policy!r}, expected 'oracle' or 'random'")
+        if self.episodes < 1 or self.max_turns < 1:
+            raise ConfigError("keys 'episodes'/'max_turns': expected positive integers")
+
+
+@dataclass
+class ServeEnvConfig:
+    """`dreamgym serve-env`: serve a native env over AgentGym's HTTP protocol."""
+
+    env: EnvConfig = field(default_factory=EnvConfig)
+    host: str = "127.0.0.1"
+    """interface to bind"""
+    port: int = 36001
+    """TCP port (0 = any free port, printed at start)"""
+    max_envs: int = 4096
+    """most concurrent env instances; /create beyond it answers an error"""
+    seed: int = 0
+    """unused by the server itself; recorded for provenance"""
