@@ -1,5 +1,6 @@
 """train-policy end to end on tiny models (synthetic GRPO with curriculum, real PPO), the update step
-moves LoRA-B and not the base, rollouts use the live weights, resume continues and refuses changes."""
+moves LoRA-B and not the base, the next rollout samples with the updated weights (and a stale one is
+refused), masked positions get zero gradient, resume continues and refuses changes."""
 
 import json
 
@@ -13,14 +14,18 @@ from dreamgym.envs.base import make_env
 from dreamgym.envs.vector import EnvPool
 from dreamgym.episodes import run_episode
 from dreamgym.models.loading import load_model, save_adapter
+from dreamgym.pipelines.train_policy import build_train_policy
 from dreamgym.replay.buffer import ReplayBuffer
 from dreamgym.replay.embed import build_encoder
-from dreamgym.rl.batch import RolloutBatch
+from dreamgym.rl import module as rl_module
+from dreamgym.rl.batch import RolloutBatch, policy_forward
 from dreamgym.rl.context import ChatContext
 from dreamgym.rl.module import PolicyRL
 from dreamgym.rl.rollout import RolloutSettings, run_rollouts
+from dreamgym.runs import RunDir
 
 DEBUG = "configs/policy/debug.yaml"
+TOY = "configs/policy/toy_choice.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -87,21 +92,19 @@ def policy_and_batch():
     return module, batch
 
 
-def test_one_update_moves_lora_b_and_not_the_base(policy_and_batch):
-    module, batch = policy_and_batch
-
-    class _Opt:
-        def __init__(self, opt):
-            self.opt = opt
-
-        def __getattr__(self, name):
-            return getattr(self.opt, name)
-
+def _without_trainer(module: PolicyRL) -> PolicyRL:
+    """Let `PolicyRL.update` run outside `trainer.fit`: a plain optimizer, backward and clipping."""
     opt = module.configure_optimizers()
     module.optimizers = lambda: opt
     module.manual_backward = lambda loss: loss.backward()
     module.clip_gradients = lambda o, gradient_clip_val, gradient_clip_algorithm: torch.nn.utils.clip_grad_norm_(
         [p for p in module.parameters() if p.requires_grad], gradient_clip_val)
+    return module
+
+
+def test_one_update_moves_lora_b_and_not_the_base(policy_and_batch):
+    module, batch = policy_and_batch
+    _without_trainer(module)
     before = {n: p.detach().clone() for n, p in module.named_parameters()}
     stats = module.update(batch)
     assert stats["grpo/updates"] >= 1 and stats["grpo/zero_var_groups"] == 0.0
@@ -118,3 +121,77 @@ def test_stale_rollout_is_refused(policy_and_batch):
     batch.policy_version = module.policy_version + 1
     with pytest.raises(AssertionError, match="stale weights"):
         module.training_step(iter([(batch, 0, 0)]))
+
+
+def test_next_rollout_uses_the_updated_weights(tmp_path):
+    cfg = load_config(TrainPolicyConfig, [TOY], ["algo.group_size=4", "algo.update_epochs=1", "max_iterations=3"])
+    module, data, _, _ = build_train_policy(cfg, RunDir.open("test", tmp_path, cfg), progress=False)
+    _without_trainer(module)
+    batch = data.make_batch()
+    batch.scores[0] = 1.0 - batch.scores[0]  # a group with a success and a failure: a real update
+    before = {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
+    assert module.update(batch)["grpo/updates"] >= 1
+    nxt = data.make_batch()
+    assert nxt.policy_version == module.policy_version > batch.policy_version
+
+    def score() -> torch.Tensor:
+        with torch.no_grad():
+            return policy_forward(module.model, nxt.input_ids, nxt.attention_mask, nxt.response_mask,
+                                  allowed_ids=nxt.allowed_ids, temperature=cfg.rollout.temperature)[0]
+
+    mask = nxt.response_mask.bool()
+    torch.testing.assert_close(score()[mask], nxt.rollout_logprobs[mask], rtol=0, atol=2e-4)
+    params = dict(module.named_parameters())
+    with torch.no_grad():
+        after = {n: params[n].detach().clone() for n in before}
+        for n, w in before.items():
+            params[n].copy_(w)
+        stale = score()
+        for n, w in after.items():
+            params[n].copy_(w)
+    branching = mask & ((nxt.allowed_ids >= 0).sum(-1) > 1)
+    assert (stale[branching] - nxt.rollout_logprobs[branching]).abs().max() > 1e-3, "sampled with the old weights"
+
+
+@pytest.mark.parametrize("algo", ["grpo", "ppo"])
+def test_masked_positions_get_zero_gradient_and_cannot_move_the_loss(algo, monkeypatch):
+    cfg = load_config(TrainPolicyConfig, [DEBUG], [f"algo.name={algo}", "algo.entropy_coef=0.01", "algo.kl_coef=0.1"])
+    model, tok = load_model(cfg.model, for_training=True)
+    module = PolicyRL(cfg, model, tok)
+    env = make_env(EnvConfig())
+    task = env.tasks("train")[0]
+    result = run_rollouts(model, tok, ChatContext(tok), EnvPool(env), [task, task],
+                          RolloutSettings(max_turns=2, max_new_tokens=6, seed=0))
+    result.episodes[0].turn_rewards[-1] = 1.0
+    result.episodes[0].done, result.episodes[0].truncated = True, False
+    batch = RolloutBatch.from_episodes(result.episodes, [0, 0], tok.pad_token_id, 0)
+    with torch.no_grad():
+        old_logp, _, old_values = policy_forward(model, batch.input_ids, batch.attention_mask, batch.response_mask,
+                                                 module.value_head)
+        ref_logp = module._reference_logp(batch)
+    adv, returns, _, _ = module._advantages(batch, old_values)
+    outputs = []
+
+    def spy(*args, **kwargs):  # PolicyRL's own forward, with the per-token tensors kept for their gradients
+        out = policy_forward(*args, **kwargs)
+        for t in out:
+            if t is not None:
+                t.retain_grad()
+        outputs.append(out)
+        return out
+
+    monkeypatch.setattr(rl_module, "policy_forward", spy)
+    rows = torch.arange(len(batch))
+    loss, _ = module._loss(batch, rows, old_logp, old_values, ref_logp, adv, returns)
+    loss.backward()
+    context = ~batch.response_mask.bool()  # prompt, observations, template glue, padding
+    for t in outputs[0]:
+        if t is not None:
+            assert t.grad[context].abs().max() == 0 and t.grad[~context].abs().sum() > 0
+
+    def garbage(x):
+        return None if x is None else x + 1e3 * torch.randn_like(x) * context
+
+    noisy, _ = module._loss(batch, rows, garbage(old_logp), garbage(old_values), garbage(ref_logp), garbage(adv),
+                            garbage(returns))
+    torch.testing.assert_close(noisy, loss, rtol=0, atol=0)

@@ -105,6 +105,9 @@ class AlgoConfig:
     """stop an iteration's updates early when approx_kl exceeds this"""
     filter_zero_var: bool = True
     """GRPO: drop groups whose rewards are all equal (no signal) from the update"""
+    anneal_lr: bool = False
+    """decay the learning rate linearly from lr towards 0 over max_iterations (cleanrl's anneal_lr), so late
+    updates of a nearly deterministic policy stay small"""
 
     def __post_init__(self) -> None:
         if self.name not in ("ppo", "grpo"):

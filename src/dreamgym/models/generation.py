@@ -22,9 +22,6 @@ import torch
 __all__ = ["GenerationSettings", "Sample", "ChoiceTrie", "generate_ids", "generate_samples", "stop_token_ids"]
 
 
-_STOP_IDS: "weakref.WeakKeyDictionary[object, list[int]]" = weakref.WeakKeyDictionary()
-
-
 @dataclass
 class Sample:
     """One generated continuation exactly as sampled: `ids` include the end token when the model wrote
@@ -93,12 +90,14 @@ def generate_samples(model, tokenizer, prompts: list[list[int]], settings: Gener
                      ) -> list[Sample]:
     """Sampled continuations with their behaviour log-probs (end token kept when written). `choices[i]`
     (candidate id sequences, each ending with an end token) constrains prompt i to exactly one of them;
-    None or [] leaves it free. With choices, a batch decodes up to its longest candidate (not
-    `settings.max_new_tokens`)."""
+    None or [] leaves it free. Constrained prompts decode up to their batch's longest candidate, whatever
+    `settings.max_new_tokens` says."""
     return _generate(model, tokenizer, prompts, settings, generator_seed, with_logprobs=True, choices=choices)
 
 
 # -- internals ---------------------------------------------------------------------------------
+_STOP_IDS: "weakref.WeakKeyDictionary[object, list[int]]" = weakref.WeakKeyDictionary()
+
 
 @torch.no_grad()
 def _generate(model, tokenizer, prompts: list[list[int]], settings: GenerationSettings,
@@ -131,8 +130,9 @@ def _generate(model, tokenizer, prompts: list[list[int]], settings: GenerationSe
             kwargs = dict(max_new_tokens=settings.max_new_tokens, do_sample=settings.do_sample,
                           pad_token_id=pad, eos_token_id=stops or None, return_dict_in_generate=True,
                           output_logits=with_logprobs)
-            if any(batch_tries):
-                kwargs.update(max_new_tokens=max(t.depth for t in batch_tries if t is not None),
+            if any(batch_tries):  # constrained rows stop at their longest candidate, free ones at the setting
+                free = [] if all(batch_tries) else [settings.max_new_tokens]
+                kwargs.update(max_new_tokens=max([t.depth for t in batch_tries if t is not None] + free),
                               prefix_allowed_tokens_fn=_allowed_fn(batch_tries, width, pad, model.config.vocab_size))
             if settings.do_sample:
                 kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=None)

@@ -6,9 +6,9 @@ reward on its last sampled token), `scores` (episode outcome reward, what GRPO n
 (which task group a row belongs to) and `allowed_ids` (B, T, K): the ids choice mode allowed at each
 sampled position, -1 padded (K = 0 when nothing was constrained). `policy_forward` runs the transformer
 body once and applies the LM head (and the value head) only at response positions, so a 49k-vocab logit
-tensor is never built for prompt or observation tokens; at positions with an allowed set it scores the
-distribution renormalised over that set, as the rollout sampled it (a forced single choice: log-prob
-exactly 0, entropy 0, no gradient).
+tensor is never built for prompt or observation tokens. It scores the distribution the rollout sampled
+from: logits / temperature, renormalised over the allowed set where a position has one (a forced single
+choice: log-prob exactly 0, entropy 0, no gradient).
 """
 
 from __future__ import annotations

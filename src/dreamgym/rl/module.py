@@ -2,8 +2,9 @@
 
 Manual optimization: one training step = one iteration's rollouts (made by the DataModule with the
 live weights, checked by `policy_version`), then `update_epochs` passes of minibatch updates with
-gradient clipping and an optional early stop on `target_kl`. The policy is LoRA on a frozen base; the
-reference policy for the KL term is the same model with the adapter disabled (no second copy). PPO adds
+gradient clipping, an optional early stop on `target_kl` and optional linear lr annealing. The policy is
+LoRA on a frozen base; the reference policy for the KL term is the same model with the adapter disabled
+(no second copy). PPO adds
 a scalar value head on the policy's last hidden state (shared trunk) and GAE over sampled tokens; GRPO
 normalises outcome rewards within each task group and drops zero-variance groups (their share logged).
 Every log-prob (new, old, reference) and the entropy score the distribution the rollout sampled from:
@@ -86,6 +87,7 @@ class PolicyRL(L.LightningModule):
             stats[f"{prefix}updates"] = 0.0
             return stats
         opt = self.optimizers()
+        stats[f"{prefix}lr"] = self._set_lr(opt)
         updates, sums = 0, {}
         stop = False
         for _ in range(a.update_epochs):
@@ -155,6 +157,14 @@ class PolicyRL(L.LightningModule):
             ref, _, _ = policy_forward(self.model, batch.input_ids, batch.attention_mask, batch.response_mask,
                                        **self._scoring(batch))
         return ref
+
+    def _set_lr(self, opt) -> float:
+        """algo.lr, or with anneal_lr its linear decay: lr * (1 - iteration / max_iterations)."""
+        a = self.cfg.algo
+        lr = a.lr * (1.0 - self.iteration / self.cfg.max_iterations) if a.anneal_lr else a.lr
+        for group in opt.param_groups:
+            group["lr"] = lr
+        return lr
 
     def _scoring(self, batch: RolloutBatch, rows: torch.Tensor | None = None) -> dict:
         """How the rollout sampled, so every log-prob scores that distribution: its temperature, and the

@@ -180,14 +180,22 @@ def run_rollouts(model, tokenizer, ctx: ChatContext, venv, tasks: list[Task], se
                 ep.truncated = bool(r.info.get("truncated"))
                 ep.success = not ep.truncated and is_success(float(r.reward), r.info)
                 continue
-            glue = ctx.end_ids_if_missing(s.ids) + ctx.observation_ids(r.observation, next(next_avail))
-            if len(ep.trace.ids) + len(glue) + settings.max_new_tokens > settings.max_context_tokens:
+            acts_next = next(next_avail)
+            glue = ctx.end_ids_if_missing(s.ids) + ctx.observation_ids(r.observation, acts_next)
+            if len(ep.trace.ids) + len(glue) + _room(ctx, settings, acts_next, ep.task) > settings.max_context_tokens:
                 _cut(venv, i, ep)
             else:
                 ep.trace.add_context(glue)
     for i in list(venv.running):  # out of turns
         _cut(venv, i, episodes[i])
     return RolloutResult(episodes, time.perf_counter() - t0, tokens)
+
+
+def _room(ctx: ChatContext, settings: RolloutSettings, actions: list[str], task: Task) -> int:
+    """Tokens the next sample may take: max_new_tokens, or in choice mode its longest candidate."""
+    if settings.action_space == "free" or not actions:
+        return settings.max_new_tokens
+    return max(len(c) for c in ctx.choice_ids([choice_action_text(a, task.instruction) for a in actions]))
 
 
 def _cut(venv, index: int, ep: Episode) -> None:
