@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 from dreamgym.config.loading import ConfigError, SPLITS
 
-__all__ = ["WebShopConfig", "HttpConfig", "EnvConfig", "CollectConfig", "ServeEnvConfig"]
+__all__ = ["WebShopConfig", "HttpConfig", "TextWorldConfig", "EnvConfig", "CollectConfig", "ServeEnvConfig"]
 
 
 @dataclass
@@ -80,6 +80,26 @@ class HttpConfig:
 
 
 @dataclass
+class TextWorldConfig:
+    """TextWorld games generated locally by the `textworld` package (`envs/textworld_env.py`)."""
+
+    levels: list[int] = field(default_factory=lambda: [1, 2, 3])
+    """difficulty levels to draw games from (1-4: rooms/objects/quest length 1/3/1, 2/5/2, 3/8/4, 6/12/8)"""
+    train_games: int = 20
+    """games per level in the train split"""
+    dev_games: int = 5
+    """games per level in the dev split"""
+    test_games: int = 10
+    """games per level in the test split"""
+    seed: int = 0
+    """base of the fixed game seeds (splits use disjoint seed ranges)"""
+    max_steps: int = 50
+    """episode step limit: the env ends an episode after this many actions (truncated)"""
+    cache_dir: Optional[str] = None
+    """where generated games are kept; None = $DREAMGYM_CACHE/textworld or ~/.cache/dreamgym/textworld"""
+
+
+@dataclass
 class EnvConfig:
     """Which real environment to build: a registered name or an import path `pkg.module:Class`."""
 
@@ -87,6 +107,7 @@ class EnvConfig:
     """registered env name (webshop, http, ...) or `pkg.module:Class` of a user's own env"""
     webshop: WebShopConfig = field(default_factory=WebShopConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
+    textworld: TextWorldConfig = field(default_factory=TextWorldConfig)
     kwargs: dict[str, Any] = field(default_factory=dict)
     """keyword arguments for a user env class given as `pkg.module:Class`"""
 

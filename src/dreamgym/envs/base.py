@@ -85,6 +85,7 @@ _BUILTIN: dict[str, str] = {
     "webshop": "dreamgym.envs.webshop.env:WebShopEnv",
     "http": "dreamgym.envs.http_client:HttpEnv",
     "choice-corridor": "dreamgym.envs.toy:ChoiceCorridorEnv",
+    "textworld": "dreamgym.envs.textworld_env:TextWorldEnv",
 }
 _REGISTRY: dict[str, Callable[..., Any] | str] = dict(_BUILTIN)
 
