@@ -13,7 +13,7 @@ NAME = re.compile(r"[a-z][a-z0-9_]*/[a-z][a-z0-9_]*(?:/[a-z][a-z0-9_]*)?")
 
 
 def test_every_name_is_namespaced_snake_case_and_described():
-    assert NAMESPACES == ("wm/", "rollout/", "ppo/", "grpo/", "curriculum/", "eval/", "perf/", "cost/")
+    assert NAMESPACES == ("wm/", "rollout/", "ppo/", "grpo/", "curriculum/", "eval/", "perf/", "cost/", "sft/", "dpo/")
     for name, meaning in METRICS.items():
         assert name.startswith(NAMESPACES), name
         assert NAME.fullmatch(name), f"{name} is not namespace/snake_case"

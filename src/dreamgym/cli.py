@@ -210,7 +210,7 @@ def train_policy(
     env: Annotated[Optional[str], typer.Option("--env", help="'synthetic' or a real env name (train_env / env.name)")] = None,
     world_model: Annotated[Optional[str], typer.Option("--world-model", help="fit-world-model run dir or adapter")] = None,
     buffer: Annotated[Optional[str], typer.Option("--buffer", help="replay buffer dir")] = None,
-    policy: Annotated[Optional[str], typer.Option("--policy", help="warm start: a run dir or adapter (e.g. SFT)")] = None,
+    policy: Annotated[Optional[str], typer.Option("--policy", help="warm start: base, sft, a run dir or adapter")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue --run-dir from its last checkpoint")] = False,
 ):
     """Train the policy with PPO or GRPO in the synthetic env or a real env."""
@@ -226,6 +226,57 @@ def train_policy(
     print(summary["run_dir"])
 
 
+def _offline(command: str, schema: type, config, overrides, run_dir, seed, data, policy, resume, export) -> dict:
+    """sft-policy / dpo-policy: load the config (the saved one first on --resume), run, print the result."""
+    from dreamgym.pipelines import offline_policy
+
+    cfg = _load(schema, config, overrides, resume_dir=run_dir if resume else None, seed=seed)
+    run = offline_policy.sft_policy if command == "sft-policy" else offline_policy.dpo_policy
+    s = run(cfg, data or [], run_dir=run_dir, policy=policy, resume=resume, export=export)
+    fmt = lambda x: "n/a" if x is None else f"{x:.4f}"  # noqa: E731
+    console.print(f"{s['mode']}: train_loss {fmt(s['train_loss_first'])} -> {fmt(s['train_loss'])}, val_loss "
+                  f"{fmt(s['val_loss_first'])} -> {fmt(s['val_loss'])} over {s['train_examples']} train / "
+                  f"{s['val_examples']} val examples -> {s['adapter_dir']}")
+    print(s["run_dir"])
+    return s
+
+
+DataOpt = Annotated[Optional[list[Path]], typer.Option("--data", help="trajectory JSON lines (repeatable, required)")]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="continue --run-dir from its last checkpoint")]
+ExportOpt = Annotated[Optional[Path], typer.Option("--export", help="also write the adapter here (e.g. checkpoints/sft, "
+                                                                    "which `--policy sft` finds)")]
+
+
+@app.command("sft-policy")
+def sft_policy(
+    overrides: Overrides = None,
+    config: Configs = None,
+    run_dir: RunDirOpt = None,
+    seed: SeedOpt = None,
+    data: DataOpt = None,
+    policy: Annotated[Optional[str], typer.Option("--policy", help="start from: base (default), a run dir or adapter")] = None,
+    resume: ResumeOpt = False,
+    export: ExportOpt = None,
+):
+    """Behaviour cloning of the LoRA policy on offline (oracle) trajectories: the SFT warm start."""
+    _offline("sft-policy", C.SFTPolicyConfig, config, overrides, run_dir, seed, data, policy, resume, export)
+
+
+@app.command("dpo-policy")
+def dpo_policy(
+    overrides: Overrides = None,
+    config: Configs = None,
+    run_dir: RunDirOpt = None,
+    seed: SeedOpt = None,
+    data: DataOpt = None,
+    policy: Annotated[Optional[str], typer.Option("--policy", help="start (and reference) policy: base, sft, a run dir or adapter")] = None,
+    resume: ResumeOpt = False,
+    export: ExportOpt = None,
+):
+    """DPO baseline on offline trajectories: chosen = demonstrated action, rejected = a failed or random one."""
+    _offline("dpo-policy", C.DPOPolicyConfig, config, overrides, run_dir, seed, data, policy, resume, export)
+
+
 @app.command()
 def evaluate(
     overrides: Overrides = None,
@@ -233,7 +284,7 @@ def evaluate(
     run_dir: RunDirOpt = None,
     seed: SeedOpt = None,
     env: EnvOpt = None,
-    policy: Annotated[str, typer.Option("--policy", help="base, oracle, random, an adapter dir or a run dir")] = "base",
+    policy: Annotated[str, typer.Option("--policy", help="base, sft, oracle, random, an adapter dir or a run dir")] = "base",
     split: Annotated[Optional[str], typer.Option(help="train, dev or test (config key split)")] = None,
     episodes: Annotated[Optional[int], typer.Option(help="episodes (config key episodes)")] = None,
 ):
@@ -241,6 +292,10 @@ def evaluate(
     from dreamgym.pipelines.evaluate import evaluate as run
 
     cfg = _load(C.EvaluateConfig, config, overrides, seed=seed, **{"env.name": env}, split=split, episodes=episodes)
+    if policy == "sft":  # the SFT warm start (checkpoints/sft or the newest sft-policy run)
+        from dreamgym.pipelines.offline_policy import resolve_policy
+
+        policy = resolve_policy(policy) or "base"
     summary = run(cfg, policy=policy, run_dir=run_dir)
     for name, r in summary["rows"].items():
         lo, hi = r["success_rate_ci95"]

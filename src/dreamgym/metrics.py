@@ -14,7 +14,8 @@ from typing import Iterable
 __all__ = ["NAMESPACES", "TEXT_NAMESPACES", "LIGHTNING_BUILTINS", "PARSE_FAIL_REASONS", "METRICS",
            "check_metric_names"]
 
-NAMESPACES: tuple[str, ...] = ("wm/", "rollout/", "ppo/", "grpo/", "curriculum/", "eval/", "perf/", "cost/")
+NAMESPACES: tuple[str, ...] = ("wm/", "rollout/", "ppo/", "grpo/", "curriculum/", "eval/", "perf/", "cost/", "sft/",
+                               "dpo/")
 TEXT_NAMESPACES: tuple[str, ...] = ("samples/",)
 LIGHTNING_BUILTINS: tuple[str, ...] = ("epoch", "hp_metric")
 """keys Lightning writes by itself; `check_metric_names` accepts them"""
@@ -97,6 +98,18 @@ METRICS: dict[str, str] = {
     "grpo/group_reward_std": "mean within-group reward std",
     "grpo/grad_norm": "global gradient norm before clipping",
     "grpo/lr": "learning rate of the policy optimizer",
+    # -- offline baselines: policy SFT (behaviour cloning) and DPO --------------------------------
+    "sft/loss": "policy SFT: token-mean NLL over demonstrated action tokens (context tokens never count)",
+    "sft/val_loss": "policy SFT: the same NLL on held-out demonstration episodes",
+    "sft/tokens_trained": "action tokens that received the SFT loss so far",
+    "dpo/loss": "DPO loss -log sigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r))), mean over pairs",
+    "dpo/val_loss": "DPO loss on held-out preference pairs",
+    "dpo/reward_accuracy": "share of pairs whose implicit reward margin is positive",
+    "dpo/val_reward_accuracy": "reward accuracy on held-out preference pairs",
+    "dpo/reward_margin": "mean implicit reward margin beta * (log-ratio chosen - log-ratio rejected)",
+    "dpo/chosen_reward": "mean implicit reward beta * (log pi - log pi_ref) of the chosen actions",
+    "dpo/rejected_reward": "mean implicit reward beta * (log pi - log pi_ref) of the rejected actions",
+    "dpo/tokens_trained": "chosen + rejected action tokens that received the DPO loss so far",
     # -- curriculum task generator -----------------------------------------------------------
     "curriculum/pool_size": "tasks the curriculum can draw from (seeds + accepted variations)",
     "curriculum/synthetic_tasks": "generated task variations currently in the pool (<= max_synthetic)",

@@ -9,6 +9,7 @@ top-level config class; the CLI loads it and passes the typed object to its pipe
   experience  ExperiencePromptConfig, AnnotateConfig, SyntheticEnvConfig, SFTSettings, FitWorldModelConfig,
               EvalWorldModelConfig
   rl          CurriculumConfig, AlgoConfig, PolicyRolloutConfig, RealEvalConfig, TrainPolicyConfig, EvaluateConfig
+  baselines   OfflineTrainSettings, DPOSettings, SFTPolicyConfig, DPOPolicyConfig, S2RSettings, S2RConfig
 """
 
 from dreamgym.config.envs import CollectConfig, EnvConfig, HttpConfig, ServeEnvConfig, WebShopConfig
@@ -19,5 +20,7 @@ from dreamgym.config.models import LoraSettings, ModelConfig
 from dreamgym.config.replay import BufferBuildConfig, ReplayConfig
 from dreamgym.config.rl import (AlgoConfig, CurriculumConfig, EvaluateConfig, PolicyRolloutConfig, RealEvalConfig,
                                 TrainPolicyConfig)
+from dreamgym.config.baselines import (DPOPolicyConfig, DPOSettings, OfflineTrainSettings, S2RConfig, S2RSettings,
+                                       SFTPolicyConfig)
 
-__all__ = ['ConfigError', 'SPLITS', 'load_config', 'to_yaml', 'WebShopConfig', 'HttpConfig', 'EnvConfig', 'CollectConfig', 'ServeEnvConfig', 'LoraSettings', 'ModelConfig', 'ReplayConfig', 'BufferBuildConfig', 'ExperiencePromptConfig', 'AnnotateConfig', 'SyntheticEnvConfig', 'SFTSettings', 'FitWorldModelConfig', 'EvalWorldModelConfig', 'CurriculumConfig', 'AlgoConfig', 'PolicyRolloutConfig', 'RealEvalConfig', 'TrainPolicyConfig', 'EvaluateConfig']
+__all__ = ['ConfigError', 'SPLITS', 'load_config', 'to_yaml', 'WebShopConfig', 'HttpConfig', 'EnvConfig', 'CollectConfig', 'ServeEnvConfig', 'LoraSettings', 'ModelConfig', 'ReplayConfig', 'BufferBuildConfig', 'ExperiencePromptConfig', 'AnnotateConfig', 'SyntheticEnvConfig', 'SFTSettings', 'FitWorldModelConfig', 'EvalWorldModelConfig', 'CurriculumConfig', 'AlgoConfig', 'PolicyRolloutConfig', 'RealEvalConfig', 'TrainPolicyConfig', 'EvaluateConfig', 'OfflineTrainSettings', 'DPOSettings', 'SFTPolicyConfig', 'DPOPolicyConfig', 'S2RSettings', 'S2RConfig']

@@ -36,6 +36,9 @@ def train_policy(cfg: TrainPolicyConfig, run_dir: Path | None = None, world_mode
     if resume:
         _check_resume(run, cfg)
     L.seed_everything(cfg.seed, workers=True)
+    saved_buffer = run.checkpoints_dir / "buffer"
+    if resume and buffer is not None and (saved_buffer / "meta.json").is_file():
+        buffer = str(saved_buffer)  # the copy saved with the checkpoint, holding what the run added (contracts)
     with run.phase("setup"):
         module, data, trainer, parts = build_train_policy(cfg, run, world_model, buffer, policy, progress)
     last = run.checkpoints_dir / "last.ckpt"
@@ -65,7 +68,10 @@ def train_policy(cfg: TrainPolicyConfig, run_dir: Path | None = None, world_mode
 def build_train_policy(cfg: TrainPolicyConfig, run: RunDir, world_model: str | None = None,
                        buffer_dir: str | None = None, policy_init: str | None = None, progress: bool = True):
     """(PolicyRL, PolicyDataModule, Trainer, parts) for a config; parts holds env, buffer, venv."""
+    from dreamgym.pipelines.offline_policy import resolve_policy
+
     real_env = make_env(cfg.env)
+    policy_init = resolve_policy(policy_init)  # base -> None, sft -> the SFT warm start
     if policy_init is not None:
         model, tok = load_adapter(cfg.model, policy_init, for_training=True)
     else:

@@ -1,0 +1,33 @@
+"""Shared fixtures of the offline-baseline and S2R tests: a small file of WebShop train-split oracle
+(successful) and random (failed) trajectories."""
+
+import pytest
+
+from dreamgym.config import EnvConfig
+from dreamgym.envs.base import make_env
+from dreamgym.episodes import run_episode
+from dreamgym.policies import RandomPolicy
+from dreamgym.types import write_trajectories
+
+
+@pytest.fixture(scope="module")
+def offline_data(tmp_path_factory):
+    env = make_env(EnvConfig())
+    tasks = env.tasks("train")[:8]
+    trajs = [run_episode(env, env.oracle(), t, 15) for t in tasks]
+    trajs += [run_episode(env, RandomPolicy(0), t, 5, episode=1) for t in tasks]
+    path = tmp_path_factory.mktemp("offline") / "trajectories.jsonl"
+    write_trajectories(path, trajs)
+    return path
+
+
+def tb_scalars(run_dir) -> set[str]:
+    """Every scalar tag in a run's TensorBoard events."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags: set[str] = set()
+    for events in (run_dir / "tb").glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"])
+    return tags

@@ -1,0 +1,109 @@
+"""Policy SFT: examples have exactly the token layout of a rollout (ids and mask of the rollout's trace),
+the loss counts action tokens only (exact value, zero gradient elsewhere), `sft-policy` end to end lowers
+the loss, exports an adapter that `--policy sft` resolves to, and resumes."""
+
+import json
+from pathlib import Path
+
+import torch
+from typer.testing import CliRunner
+
+from dreamgym.cli import app
+from dreamgym.config import EnvConfig, ModelConfig, SFTPolicyConfig, load_config
+from dreamgym.envs.base import make_env
+from dreamgym.envs.vector import EnvPool
+from dreamgym.models.loading import load_model, load_tokenizer
+from dreamgym.pipelines.offline_policy import resolve_policy
+from dreamgym.rl import offline as offline_module
+from dreamgym.rl.context import ChatContext
+from dreamgym.rl.offline import OfflinePolicy
+from dreamgym.rl.rollout import RolloutSettings, run_rollouts
+from dreamgym.rl.sft_data import collate_examples, episode_example
+from dreamgym.types import read_trajectories
+from dreamgym.metrics import check_metric_names
+from tests.offline_fixtures import offline_data, tb_scalars  # noqa: F401  (fixture)
+
+CFG = "configs/policy/offline_debug.yaml"
+CFG_ABS = Path(CFG).resolve()
+
+
+def test_example_equals_the_rollout_trace_it_imitates():
+    model, tok = load_model(ModelConfig(name="tiny-random"))
+    env = make_env(EnvConfig(name="choice-corridor", kwargs={"turns": 3, "n_doors": 3, "num_tasks": 2}))
+    ctx = ChatContext(tok)
+    result = run_rollouts(model, tok, ctx, EnvPool(env), env.tasks("train") * 3,
+                          RolloutSettings(max_turns=3, action_space="choice", seed=0))
+    for i, ep in enumerate(result.episodes):
+        traj = ep.trajectory("real", "choice-corridor", "policy", 0, i)
+        ex = episode_example(ctx, traj, "choice", 4096)
+        assert ex.ids == ep.trace.ids and ex.mask == ep.trace.mask, f"episode {i} differs from its rollout trace"
+    assert {len(ep.steps) for ep in result.episodes} != {1}, "want multi-turn episodes in the check"
+
+
+def test_example_masks_exactly_the_action_turns(offline_data):
+    tok = load_tokenizer(ModelConfig(name="tiny-random"))
+    ctx = ChatContext(tok)
+    traj = next(t for t in read_trajectories(offline_data) if t.success)
+    ex = episode_example(ctx, traj, "free", 4096)
+    action_ids = [i for i, m in zip(ex.ids, ex.mask) if m]
+    assert action_ids == [i for s in traj.steps for i in ctx.choice_ids([s.action])[0]]
+    s0 = traj.steps[0]
+    prompt = ctx.prompt_ids(traj.task.instruction, s0.observation, s0.available_actions)
+    assert ex.ids[:len(prompt)] == prompt and not any(ex.mask[:len(prompt)])
+    short = episode_example(ctx, traj, "free", len(ex.ids) - 1)  # the last turn no longer fits: cut before it
+    assert sum(short.mask) == sum(ex.mask) - len(ctx.choice_ids([traj.steps[-1].action])[0])
+
+
+def test_loss_is_the_token_mean_nll_of_action_tokens_only(monkeypatch):
+    cfg = load_config(SFTPolicyConfig, [CFG], [])
+    module = OfflinePolicy(cfg, *load_model(cfg.model, for_training=True))
+    batch = collate_examples([([5, 6, 7, 8], [0, 1, 1, 0]), ([9, 10, 11], [0, 0, 1])], pad_id=0)
+    logp = (-torch.rand(batch["input_ids"].shape)).requires_grad_()
+    monkeypatch.setattr(offline_module, "policy_forward", lambda *a, **k: (logp, None, None))
+    loss, stats = module.loss(batch)
+    expected = -(logp[0, 1] + logp[0, 2] + logp[1, 2]) / 3
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert stats["tokens"] == 3.0
+    context = ~batch["response_mask"].bool()
+    assert logp.grad[context].abs().max() == 0 and (logp.grad[~context] != 0).all()
+
+
+def test_sft_policy_cli_lowers_the_loss_exports_resolves_and_resumes(tmp_path, offline_data, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    args = ["sft-policy", "-c", str(CFG_ABS), "--data", str(offline_data), "--run-dir", str(run)]
+    res = CliRunner().invoke(app, args + ["--export", "checkpoints/sft", "train.lr=0.02", "train.max_epochs=4"])
+    assert res.exit_code == 0, res.output
+    s = json.loads((run / "summary.json").read_text())
+    assert s["mode"] == "sft" and s["skipped_trajectories"] == {"failed": 8} and s["demonstrations"] == 8
+    assert s["train_examples"] == 6 and s["val_examples"] == 2  # split by task id, val_fraction 0.25
+    assert s["train_loss"] < s["train_loss_first"] - 0.05 and s["val_loss"] < s["val_loss_first"]
+    assert s["tokens_trained"] > 0 and s["real_transitions"] == 0 and s["offline_transitions"] > 0
+    assert (tmp_path / "checkpoints" / "sft" / "adapter_config.json").is_file()
+    assert resolve_policy("sft") == "checkpoints/sft" and resolve_policy("base") is None
+    assert (run / "provenance.json").is_file() and s["adapter_dir"] == str(run / "checkpoints" / "adapter")
+    scalars = tb_scalars(run)
+    assert {"sft/loss", "sft/val_loss", "sft/tokens_trained"} <= scalars and check_metric_names(scalars) == []
+    res = CliRunner().invoke(app, args + ["--resume", "train.max_epochs=5"])
+    assert res.exit_code == 0, res.output
+    s2 = json.loads((run / "summary.json").read_text())
+    assert s2["global_step"] == s["global_step"] + 3 and s2["epochs"] == 5  # one more epoch of 6 / 2 batches
+    res = CliRunner().invoke(app, args + ["--resume", "model.lora.r=4"])
+    assert res.exit_code != 0 and "model" in str(res.exception)
+
+
+def test_sft_alias_falls_back_to_the_newest_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for stamp in ("20250101-000000", "20250102-000000"):
+        (tmp_path / "logs" / "sft-policy" / stamp).mkdir(parents=True)
+        (tmp_path / "logs" / "sft-policy" / stamp / "summary.json").write_text("{}")
+    assert resolve_policy("sft") == "logs/sft-policy/20250102-000000"
+    for bad in ("oracle", "random"):
+        try:
+            resolve_policy(bad)
+        except ValueError as e:
+            assert "scripted" in str(e)
+        else:
+            raise AssertionError(f"--policy {bad} accepted as weights")
+
