@@ -86,6 +86,7 @@ _BUILTIN: dict[str, str] = {
     "http": "dreamgym.envs.http_client:HttpEnv",
     "choice-corridor": "dreamgym.envs.toy:ChoiceCorridorEnv",
     "textworld": "dreamgym.envs.textworld_env:TextWorldEnv",
+    "alfworld": "dreamgym.envs.alfworld:AlfWorldHttpEnv",
 }
 _REGISTRY: dict[str, Callable[..., Any] | str] = dict(_BUILTIN)
 
@@ -117,7 +118,9 @@ def resolve_env_class(name: str) -> type:
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        raise UnknownEnvError(f"key 'env.name': cannot import module {module_name!r} for env {name!r}: {e}") from None
+        hint = (" (is the folder holding it on the import path? e.g. run from that folder with PYTHONPATH=.)"
+                if isinstance(e, ModuleNotFoundError) and e.name and module_name.startswith(e.name) else "")
+        raise UnknownEnvError(f"key 'env.name': cannot import module {module_name!r} for env {name!r}: {e}{hint}") from None
     try:
         cls = getattr(module, attr)
     except AttributeError:

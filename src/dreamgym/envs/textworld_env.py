@@ -32,7 +32,7 @@ from typing import Any
 
 from dreamgym.envs.base import Env
 from dreamgym.envs.textworld_games import (GameRecord, GameSpec, default_cache_dir, ensure_game, level_spec,
-                                           split_games, start_game)
+                                           require_textworld, split_games, start_game)
 from dreamgym.errors import DreamGymError
 from dreamgym.types import StepResult, Task
 
@@ -70,6 +70,7 @@ class TextWorldEnv(Env):
                 raise DreamGymError(f"key 'env.textworld.{key}': got {value}, expected a non-negative int")
         if max_steps < 1:
             raise DreamGymError(f"key 'env.textworld.max_steps': got {max_steps}, expected a positive int")
+        require_textworld()  # fail at build time, with the install command, where textworld is missing
         self.levels = [int(level) for level in levels]
         for level in self.levels:
             level_spec(level, 0)  # unknown levels fail here, naming the key
