@@ -150,10 +150,15 @@ class PolicyRolloutConfig:
     """'free': sample any text, parse an action from it; 'choice': decoding constrained to exactly one of the
     available actions (+ end token), log-probs renormalised over the allowed ids (`search[...]` becomes
     `search[<task instruction>]`); max_new_tokens then does not apply"""
+    backend: str = "auto"
+    """generation backend: 'engine' (KV engine: in-place cache reused across turns and group samples),
+    'hf' (HF generate on the whole history each turn), 'auto' (engine where the model supports it)"""
 
     def __post_init__(self) -> None:
         if self.action_space not in ("free", "choice"):
             raise ConfigError(f"key 'rollout.action_space': got {self.action_space!r}, expected 'free' or 'choice'")
+        if self.backend not in ("auto", "engine", "hf"):
+            raise ConfigError(f"key 'rollout.backend': got {self.backend!r}, expected 'auto', 'engine' or 'hf'")
 
 
 @dataclass

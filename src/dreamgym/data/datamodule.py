@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from dreamgym.config import TrainPolicyConfig
 from dreamgym.curriculum.sampler import TaskPool, grow_pool, group_means, group_variances
+from dreamgym.data.budget import real_step_count
 from dreamgym.rl.batch import RolloutBatch
 from dreamgym.rl.context import ChatContext, ContextSettings
 from dreamgym.rl.rollout import RolloutResult, RolloutSettings, run_rollouts
@@ -109,11 +110,11 @@ class PolicyDataModule(L.LightningDataModule):
         r = self.cfg.rollout
         return RolloutSettings(max_turns=r.max_turns, max_new_tokens=r.max_new_tokens, do_sample=do_sample,
                                temperature=r.temperature, top_p=r.top_p, batch_size=r.batch_size,
-                               max_context_tokens=r.max_context_tokens, action_space=r.action_space,
+                               max_context_tokens=r.max_context_tokens, action_space=r.action_space, backend=r.backend,
                                seed=self.cfg.seed * 100_003 + self.iteration if do_sample else None)
 
     def _account(self, result: RolloutResult, synthetic: bool) -> None:
-        steps = sum(len(e.steps) for e in result.episodes)
+        steps = sum(real_step_count(e.steps) for e in result.episodes)  # budget-ended steps are no transitions
         self.ledger["synthetic_transitions" if synthetic else "real_transitions"] += steps
         self.ledger["tokens_generated"] += result.tokens_generated
         self.ledger["episodes"] += len(result.episodes)

@@ -9,7 +9,11 @@ token trie (HF's `prefix_allowed_tokens_fn`), so the sample is exactly one candi
 under the renormalised distribution over the ids allowed at each step (log_softmax over logits[allowed] / T),
 and `Sample.allowed` keeps those id sets so training can score the same distribution (`rl.batch`).
 
-This is the plain HF `generate` path; issue 8's faster backend will sit behind the same function.
+Backends (`GenerationSettings.backend`): `engine` is `models.engine.KVEngine` (in-place KV cache, cache
+reuse across the turns of a keyed sequence and across identical prompts, continuous batching; Llama-family
+models), `hf` is HF `generate`, `auto` (default) picks the engine where the model supports it. Both give
+the same tokens and log-probs (tests/test_engine.py). `keys` name the sequences a call continues (the
+rollout loop passes episode indices), so the engine prefills only what each turn appended.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["GenerationSettings", "Sample", "ChoiceTrie", "generate_ids", "generate_samples", "stop_token_ids"]
+__all__ = ["GenerationSettings", "Sample", "ChoiceTrie", "generate_ids", "generate_samples", "release_keys",
+           "stop_token_ids", "BACKENDS"]
 
 
 @dataclass
@@ -63,6 +68,15 @@ class GenerationSettings:
     temperature: float = 1.0
     top_p: float = 1.0
     batch_size: int = 8
+    backend: str = "auto"
+    """'auto' (the KV engine where the model supports it, else HF), 'engine' or 'hf'"""
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend: got {self.backend!r}, expected one of {BACKENDS}")
+
+
+BACKENDS = ("auto", "engine", "hf")
 
 
 def stop_token_ids(tokenizer) -> list[int]:
@@ -81,22 +95,61 @@ def stop_token_ids(tokenizer) -> list[int]:
 def generate_ids(model, tokenizer, prompts: list[list[int]], settings: GenerationSettings,
                  generator_seed: int | None = None) -> list[list[int]]:
     """New token ids for each prompt (end token excluded), in input order."""
+    if _use_engine(model, settings):
+        samples = _generate_engine(model, tokenizer, prompts, settings, generator_seed, None, None)
+        return [s.ids[:-1] if s.stopped else s.ids for s in samples]
     samples = _generate(model, tokenizer, prompts, settings, generator_seed, with_logprobs=False)
     return [s.ids[:-1] if s.stopped else s.ids for s in samples]
 
 
 def generate_samples(model, tokenizer, prompts: list[list[int]], settings: GenerationSettings,
-                     generator_seed: int | None = None, choices: list[list[list[int]] | None] | None = None
-                     ) -> list[Sample]:
+                     generator_seed: int | None = None, choices: list[list[list[int]] | None] | None = None,
+                     keys: list | None = None) -> list[Sample]:
     """Sampled continuations with their behaviour log-probs (end token kept when written). `choices[i]`
     (candidate id sequences, each ending with an end token) constrains prompt i to exactly one of them;
-    None or [] leaves it free. Constrained prompts decode up to their batch's longest candidate, whatever
-    `settings.max_new_tokens` says."""
+    None or [] leaves it free; a constrained prompt decodes at most its longest candidate. `keys[i]` (the
+    engine backend) names the sequence prompt i extends, so its cached prefix is not recomputed; release
+    them with `release_keys` when the sequences end."""
+    if _use_engine(model, settings):
+        return _generate_engine(model, tokenizer, prompts, settings, generator_seed, choices, keys)
     return _generate(model, tokenizer, prompts, settings, generator_seed, with_logprobs=True, choices=choices)
+
+
+def release_keys(model, keys: list | None = None) -> None:
+    """Let the engine reuse the cache rows of `keys` (all when None); a no-op on the HF backend."""
+    from dreamgym.models.engine import _ENGINES
+    eng = _ENGINES.get(model)
+    if eng is not None:
+        eng.release(keys)
 
 
 # -- internals ---------------------------------------------------------------------------------
 _STOP_IDS: "weakref.WeakKeyDictionary[object, list[int]]" = weakref.WeakKeyDictionary()
+
+
+def _use_engine(model, settings: GenerationSettings) -> bool:
+    from dreamgym.models.engine import engine_supports
+    if settings.backend == "hf":
+        return False
+    if engine_supports(model):
+        return True
+    if settings.backend == "engine":
+        raise ValueError(f"backend: 'engine' does not support model type "
+                         f"{getattr(getattr(model, 'config', None), 'model_type', '?')!r}; use 'hf' or 'auto'")
+    return False
+
+
+def _generate_engine(model, tokenizer, prompts, settings, generator_seed, choices, keys) -> list[Sample]:
+    from dreamgym.models.engine import engine_for
+    if not prompts:
+        return []
+    if generator_seed is not None:
+        torch.manual_seed(generator_seed)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    tries = [ChoiceTrie(c) if c else None for c in choices] if choices is not None else None
+    outs = engine_for(model, tokenizer).generate(prompts, settings, stop_token_ids(tokenizer), pad, keys=keys,
+                                                 tries=tries)
+    return [Sample(ids=ids, logprobs=lps, stopped=stopped, allowed=allowed) for ids, lps, stopped, allowed in outs]
 
 
 @torch.no_grad()

@@ -55,7 +55,8 @@ def evaluate_policy(cfg: EvaluateConfig, env, tasks: list, policy: str) -> list[
     model, tok = load_model(cfg.model) if policy == "base" else load_adapter(cfg.model, policy)
     r = cfg.rollout
     settings = RolloutSettings(max_turns=r.max_turns, max_new_tokens=r.max_new_tokens, do_sample=False,
-                               batch_size=r.batch_size, max_context_tokens=r.max_context_tokens)
+                               batch_size=r.batch_size, max_context_tokens=r.max_context_tokens,
+                               action_space=r.action_space, backend=r.backend)
     pool = EnvPool(env) if hasattr(env, "spawn") else None
     if pool is None:
         raise DreamGymError(f"env {cfg.env.name!r} has no spawn(): evaluate needs independent env instances")

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 
 from dreamgym.episodes import is_success
-from dreamgym.models.generation import GenerationSettings, generate_samples
+from dreamgym.models.generation import GenerationSettings, generate_samples, release_keys
 from dreamgym.rl.context import ChatContext, choice_action_text, parse_action_text
 from dreamgym.types import Step, Task, Trajectory
 
@@ -100,6 +100,8 @@ class RolloutSettings:
     seed: int | None = None
     action_space: str = "free"
     """'free' (any text, parsed) or 'choice' (exactly one available action, see the module docstring)"""
+    backend: str = "auto"
+    """generation backend (models.generation.BACKENDS); the engine keeps each episode's KV cache across turns"""
 
     def __post_init__(self) -> None:
         if self.action_space not in ACTION_SPACES:
@@ -137,8 +139,10 @@ def run_rollouts(model, tokenizer, ctx: ChatContext, venv, tasks: list[Task], se
     """Play one episode per task (a GRPO group repeats a task) and return them with their token traces."""
     t0 = time.perf_counter()
     gen = GenerationSettings(max_new_tokens=settings.max_new_tokens, do_sample=settings.do_sample,
-                             temperature=settings.temperature, top_p=settings.top_p, batch_size=settings.batch_size)
+                             temperature=settings.temperature, top_p=settings.top_p, batch_size=settings.batch_size,
+                             backend=settings.backend)
     episodes = [Episode(task=t) for t in tasks]
+    keys = [(id(episodes), i) for i in range(len(episodes))]  # one cache row per episode across turns
     first = venv.reset(tasks)
     for ep, r, acts in zip(episodes, first, venv.available_actions()):
         ep.observation = r.observation
@@ -154,7 +158,7 @@ def run_rollouts(model, tokenizer, ctx: ChatContext, venv, tasks: list[Task], se
         choices = [ctx.choice_ids(texts) for texts in offered] if offered is not None else None
         samples = generate_samples(model, tokenizer, [episodes[i].trace.ids for i in live], gen,
                                    generator_seed=None if settings.seed is None else settings.seed + turn,
-                                   choices=choices)
+                                   choices=choices, keys=[keys[i] for i in live])
         actions = []
         for k, (i, s) in enumerate(zip(live, samples)):
             ep = episodes[i]
@@ -188,6 +192,7 @@ def run_rollouts(model, tokenizer, ctx: ChatContext, venv, tasks: list[Task], se
                 ep.trace.add_context(glue)
     for i in list(venv.running):  # out of turns
         _cut(venv, i, episodes[i])
+    release_keys(model, keys)
     return RolloutResult(episodes, time.perf_counter() - t0, tokens)
 
 

@@ -1,0 +1,187 @@
+"""Rollout generation: the KV engine (`models/engine.py`) against the straightforward loop, side by side
+in one run, on the real workload: multi-turn GRPO rollouts (groups of 8 samples per task) over
+WebShop-length observations.
+
+Workload: WebShop test tasks played by the scripted oracle give, per task, the pages an agent sees over
+`--turns` turns; a scripted VectorEnv replays them (turn t shows page t whatever the policy did), so both
+backends see the same contexts. Each episode runs through `rl.rollout.run_rollouts` with greedy decoding:
+- baseline (`backend=hf`): HF `generate` once per turn on the episode's whole token history (the
+  default dynamic cache, nothing reused between turns or between a group's samples);
+- engine (`backend=engine`): in-place KV cache, a group's identical first prompt prefilled once, later
+  turns prefill only the new observation, continuous batching.
+Both get the same ids (the rollout's `ChatContext`), so greedy tokens must agree; the table reports the
+token agreement and the largest log-prob difference. tok/s = generated tokens / wall clock of the
+rollout (prefill included).
+
+    python benchmarks/rollout.py --device cpu --quick      # < 1 min on 2 CPU cores, embedded SmolLM2-135M
+    python benchmarks/rollout.py --device cpu              # B in 1, 16, 64
+    python benchmarks/rollout.py --device cuda             # 1.5B-shaped random-init model, B in 1, 16, 64, 256
+
+The last line reads `rollout speedup vs hf generate: N.NNx (batch B)` for the largest batch measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import torch
+
+from dreamgym.config import EnvConfig, ModelConfig
+from dreamgym.envs.base import make_env
+from dreamgym.episodes import run_episode
+from dreamgym.models.loading import load_model, load_tokenizer
+from dreamgym.policies import make_policy
+from dreamgym.rl.context import ChatContext, ContextSettings
+from dreamgym.rl.rollout import RolloutSettings, run_rollouts
+from dreamgym.types import StepResult
+
+GROUP = 8
+# Qwen2.5-1.5B's shape with the SmolLM2 tokenizer's vocabulary (no hub access: random init)
+GPU_SHAPE = dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
+                 num_key_value_heads=2, max_position_embeddings=32768, rms_norm_eps=1e-6, rope_theta=1e6,
+                 tie_word_embeddings=True)
+
+
+class ScriptedPages:
+    """A VectorEnv replaying recorded pages: turn t of episode i shows page t of its task's recording."""
+
+    def __init__(self, recordings: dict[str, list[tuple[str, list[str]]]]):
+        self.recordings = recordings
+        self.name = "scripted-webshop"
+
+    def reset(self, tasks):
+        self.tasks, self.turn = tasks, [0] * len(tasks)
+        self._done = [False] * len(tasks)
+        return [StepResult(self.recordings[t.id][0][0], 0.0, False, {}) for t in tasks]
+
+    @property
+    def running(self) -> list[int]:
+        return [i for i, d in enumerate(self._done) if not d]
+
+    def available_actions(self) -> list[list[str]]:
+        return [self.recordings[self.tasks[i].id][self.turn[i]][1] for i in self.running]
+
+    def step(self, actions):
+        out = []
+        for i in self.running:
+            pages = self.recordings[self.tasks[i].id]
+            self.turn[i] = min(self.turn[i] + 1, len(pages) - 1)
+            out.append(StepResult(pages[self.turn[i]][0], 0.0, False, {}))
+        return out
+
+    def end(self, index: int) -> None:
+        self._done[index] = True
+
+
+def record_pages(n_tasks: int, turns: int) -> tuple[list, dict]:
+    """Oracle-played WebShop test tasks with at least `turns` + 1 pages: (tasks, {task id: pages})."""
+    env = make_env(EnvConfig())
+    oracle = make_policy("oracle", env)
+    tasks, recordings = [], {}
+    for task in env.tasks("test"):
+        traj = run_episode(env, oracle, task, max_turns=15)
+        pages = [(s.observation, s.available_actions) for s in traj.steps] + [(traj.final_observation, [])]
+        if len(pages) > turns:
+            tasks.append(task)
+            recordings[task.id] = pages[: turns + 1]
+        if len(tasks) == n_tasks:
+            break
+    return tasks, recordings
+
+
+def build_model(device: str, dtype: str):
+    if device == "cpu":
+        return load_model(ModelConfig(device="cpu", dtype=dtype))
+    from transformers import LlamaConfig, LlamaForCausalLM
+    tok = load_tokenizer(ModelConfig())
+    torch_dtype = {"auto": torch.bfloat16, "bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
+    cfg = LlamaConfig(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id, **GPU_SHAPE)
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = LlamaForCausalLM(cfg).to(torch_dtype)
+    model.generation_config.pad_token_id = tok.pad_token_id
+    return model.eval(), tok
+
+
+def measure(model, tok, tasks, recordings, batch: int, turns: int, new_tokens: int, obs_chars: int, backend: str,
+            listed: int = 30):
+    groups = max(1, batch // GROUP)
+    group = min(GROUP, batch)
+    episode_tasks = [t for t in tasks[:groups] for _ in range(group)]
+    ctx = ChatContext(tok, ContextSettings(observation_chars=obs_chars, max_listed_actions=listed))
+    settings = RolloutSettings(max_turns=turns, max_new_tokens=new_tokens, do_sample=False, batch_size=batch,
+                               max_context_tokens=32768, backend=backend)
+    if model.device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    result = run_rollouts(model, tok, ctx, ScriptedPages(recordings), episode_tasks, settings)
+    if model.device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    return result, seconds
+
+
+def compare(a, b) -> tuple[float, float]:
+    """(share of sampled tokens equal, max |log-prob difference| over equal prefixes)."""
+    same = total = 0
+    worst = 0.0
+    for ea, eb in zip(a.episodes, b.episodes):
+        ia = [t for t, m in zip(ea.trace.ids, ea.trace.mask) if m]
+        ib = [t for t, m in zip(eb.trace.ids, eb.trace.mask) if m]
+        la = [p for p, m in zip(ea.trace.logprobs, ea.trace.mask) if m]
+        lb = [p for p, m in zip(eb.trace.logprobs, eb.trace.mask) if m]
+        total += max(len(ia), len(ib))
+        for x, y, px, py in zip(ia, ib, la, lb):
+            if x != y:
+                break
+            same += 1
+            worst = max(worst, abs(px - py))
+    return same / max(total, 1), worst
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--quick", action="store_true", help="one small batch (CPU: under a minute)")
+    ap.add_argument("--batches", type=int, nargs="*", help="batch sizes (default: 1 16 64 [256 on cuda])")
+    ap.add_argument("--turns", type=int, default=3)
+    ap.add_argument("--new-tokens", type=int, default=24)
+    ap.add_argument("--obs-chars", type=int, default=1200, help="observation text per turn (the policy default)")
+    ap.add_argument("--dtype", default="auto", help="model dtype (auto: CPU by capability, bf16 on cuda)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads on CPU (0 = torch default)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.quick:
+        batches, turns, new_tokens, obs_chars = [8], 3, 8, 300
+    else:
+        batches = args.batches or ([1, 16, 64, 256] if args.device == "cuda" else [1, 16, 64])
+        turns, new_tokens, obs_chars = args.turns, args.new_tokens, args.obs_chars
+    model, tok = build_model(args.device, args.dtype)
+    tasks, recordings = record_pages(max(1, max(batches) // GROUP), turns)
+    dev = torch.cuda.get_device_name() if args.device == "cuda" else f"{platform.processor() or 'cpu'}, {torch.get_num_threads()} threads"
+    print(f"# rollout benchmark: {type(model).__name__} {sum(p.numel() for p in model.parameters()) / 1e6:.0f}M "
+          f"{next(model.parameters()).dtype}, {dev}; {turns} turns, {new_tokens} new tokens/turn max, "
+          f"groups of {GROUP}, observations {obs_chars} chars")
+    listed = 8 if args.quick else 30
+    measure(model, tok, tasks, recordings, min(batches), 1, 4, obs_chars, "engine", listed)  # warm-up (allocation, kernels)
+    print(f"{'B':>4} {'hf tok/s':>9} {'engine tok/s':>12} {'speedup':>8} {'same tokens':>11} {'max |dlogp|':>11} "
+          f"{'ctx tokens':>10}")
+    last = None
+    for b in batches:
+        base, t_base = measure(model, tok, tasks, recordings, b, turns, new_tokens, obs_chars, "hf", listed)
+        fast, t_fast = measure(model, tok, tasks, recordings, b, turns, new_tokens, obs_chars, "engine", listed)
+        agree, dlogp = compare(base, fast)
+        ctx = max(len(e.trace.ids) for e in fast.episodes)
+        speed = t_base / t_fast
+        print(f"{b:>4} {base.tokens_generated / t_base:>9.1f} {fast.tokens_generated / t_fast:>12.1f} {speed:>7.2f}x "
+              f"{agree:>11.3f} {dlogp:>11.2e} {ctx:>10}", flush=True)
+        last = (speed, b)
+    print(f"rollout speedup vs hf generate: {last[0]:.2f}x (batch {last[1]})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,530 @@
+"""KV-cache generation engine: the fast backend behind `models.generation` for Llama-family decoders
+(Llama, SmolLM2, Qwen2, Qwen3, Mistral without sliding window); any other model falls back to HF
+`generate`.
+
+Why it is faster than HF `generate` on the workloads that matter here (multi-turn GRPO rollouts):
+- **In-place KV cache**: one pre-allocated (layers, slots, kv_heads, capacity, head_dim) tensor pair;
+  each decode step writes one position per row (`index_put_`), nothing is concatenated or copied.
+- **Multi-turn reuse**: a request may carry a key (the rollout loop uses the episode index). The key's
+  slot keeps the ids already in its cache; the next turn's prompt extends them, so only the new tokens
+  (template glue + observation) are prefilled. Any common prefix is reusable (a position's K/V depends
+  only on the ids before it).
+- **Shared prefixes**: identical prompts in one call (a GRPO group's first turn) are prefilled once and
+  the K/V copied into the other rows.
+- **Early stop + continuous batching**: the decode batch is always the contiguous rows [0, a) of the
+  cache; a finished row is swapped behind them and a waiting request is prefilled into the freed place,
+  so at most `batch_size` rows decode and none of them is finished.
+- **Cheap heads**: the LM head runs only at the one position per row that is sampled; sampling uses
+  one softmax over the logits (`torch.multinomial`), or a masked one in choice mode.
+- **CUDA graphs** (GPU only): the decode step for a padded row count is captured once per call and
+  replayed, removing per-kernel launch overhead. Captured graphs are dropped at the end of each call,
+  so a toggled adapter or a changed model is always seen.
+
+The LoRA adapter is whatever peft has active in the model's modules (no merge, no copy); inside
+`model.disable_adapter()` the engine generates with the base. Token ids and log-probs match HF
+`generate` (greedy: the same tokens; log-probs within float tolerance, see tests/test_engine.py).
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import Any, Hashable
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["KVEngine", "engine_for", "engine_supports"]
+
+SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "qwen3", "mistral")
+
+
+def engine_supports(model: Any) -> bool:
+    """True for decoders the engine runs natively (else callers use HF `generate`)."""
+    core = _core(model)
+    cfg = getattr(core, "config", None)
+    if cfg is None or getattr(cfg, "model_type", None) not in SUPPORTED_MODEL_TYPES:
+        return False
+    if getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True) \
+            and cfg.model_type == "mistral":
+        return False
+    inner = getattr(core, "model", None)
+    return all(hasattr(inner, a) for a in ("embed_tokens", "layers", "norm", "rotary_emb")) and hasattr(core, "lm_head")
+
+
+_ENGINES: "weakref.WeakKeyDictionary[Any, KVEngine]" = weakref.WeakKeyDictionary()
+
+
+def engine_for(model: Any, tokenizer: Any) -> "KVEngine":
+    """The engine bound to `model` (one per model object, so its cache allocation is reused)."""
+    eng = _ENGINES.get(model)
+    if eng is None:
+        eng = _ENGINES[model] = KVEngine(model, tokenizer)
+    return eng
+
+
+@dataclass
+class _Request:
+    prompt: list[int]
+    trie: Any  # models.generation.ChoiceTrie | None
+    limit: int
+    ids: list[int]
+    logprobs: list[float]
+    allowed: list[list[int]] | None
+    stopped: bool = False
+    done: bool = False
+
+
+class KVEngine:
+    """Generation over a slot-addressed in-place KV cache; see the module docstring."""
+
+    def __init__(self, model: Any, tokenizer: Any, max_cache_bytes: int | None = None, cuda_graphs: bool = True):
+        if not engine_supports(model):
+            raise ValueError(f"KVEngine: model type {getattr(_core(model).config, 'model_type', '?')!r} is not "
+                             f"supported (expected one of {SUPPORTED_MODEL_TYPES})")
+        self.model, self.core = model, _core(model)
+        self.tokenizer = tokenizer
+        c = self.core.config
+        self.n_layers = c.num_hidden_layers
+        self.n_heads = c.num_attention_heads
+        self.n_kv = getattr(c, "num_key_value_heads", None) or c.num_attention_heads
+        self.head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+        self.max_cache_bytes = max_cache_bytes
+        self.cuda_graphs = cuda_graphs
+        self.K: torch.Tensor | None = None  # (L, S, Hkv, C, D)
+        self.V: torch.Tensor | None = None
+        self.tokens: list[list[int]] = []  # ids whose K/V row s holds
+        self.lengths: torch.Tensor | None = None  # (S,) long, == len(tokens[s])
+        self.owner: list[Hashable | None] = []  # the key a slot belongs to (None = free)
+        self.stats = {"prefill_tokens": 0, "reused_tokens": 0, "shared_prefill_rows": 0, "decode_steps": 0}
+        self._trainable = [q for q in self.core.parameters() if q.requires_grad]
+        self._lora_layer = next((m for m in self.core.modules() if hasattr(m, "lora_A")), None)
+        self._weights_seen: tuple | None = None
+
+    # -- public API ------------------------------------------------------------------------------
+    def release(self, keys: list[Hashable] | None = None) -> None:
+        """Forget the cached ids of `keys` (all keys when None); the memory stays allocated."""
+        for s, k in enumerate(self.owner):
+            if k is not None and (keys is None or k in keys):
+                self.owner[s] = None
+
+    @torch.no_grad()
+    def generate(self, prompts: list[list[int]], settings: Any, stops: list[int], pad: int,
+                 keys: list[Hashable] | None = None, tries: list[Any] | None = None,
+                 generator: torch.Generator | None = None) -> list[tuple[list[int], list[float], bool, Any]]:
+        """(ids, logprobs, stopped, allowed) per prompt, in input order. `settings` is a
+        `GenerationSettings`; `keys[i]` names the sequence prompt i continues (None: a one-off)."""
+        n = len(prompts)
+        if n == 0:
+            return []
+        tries = tries or [None] * n
+        keys = list(keys) if keys is not None else [None] * n
+        if len(set(k for k in keys if k is not None)) != sum(k is not None for k in keys):
+            raise ValueError("KVEngine.generate: keys must be distinct within one call")
+        temperature = settings.temperature if settings.do_sample else 1.0
+        reqs = [_Request(prompt=list(p), trie=t, limit=t.depth if t is not None else settings.max_new_tokens,
+                         ids=[], logprobs=[], allowed=[] if t is not None else None) for p, t in zip(prompts, tries)]
+        for p in prompts:
+            if not p:
+                raise ValueError("KVEngine.generate: empty prompt")
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            self._graphs: dict = {}
+            seen = self._fingerprint()
+            if seen != self._weights_seen:  # weights or adapter state changed: cached K/V are stale
+                self._weights_seen = seen
+                if self.K is not None:
+                    self.tokens = [[] for _ in self.tokens]
+                    self.lengths.zero_()
+            need = max(len(p) + r.limit + 1 for p, r in zip(prompts, reqs))
+            self._reserve(n, need)
+            self._place(keys, prompts)  # request i now lives in cache row i
+            self._decode_all(reqs, settings, stops, pad, temperature, generator)
+        finally:
+            self._graphs = {}
+            self.model.train(was_training)
+        for i, k in enumerate(keys):  # one-off requests give their rows back (cached ids stay reusable)
+            self.owner[i] = k
+        return [(r.ids, r.logprobs, r.stopped, r.allowed) for r in reqs]
+
+    # -- cache management ------------------------------------------------------------------------
+    def _fingerprint(self) -> tuple:
+        """What the cached K/V depend on beyond the ids: the trainable weights' values (a sum and a sum of
+        squares each: optimizers such as fused AdamW update in place without bumping `_version`) and
+        peft's adapter switches."""
+        if self._trainable:
+            sums = torch.stack([torch.stack([q.detach().float().sum(), q.detach().float().square().sum()])
+                                for q in self._trainable])
+            values = tuple(sums.flatten().tolist())
+        else:
+            values = ()
+        lora = self._lora_layer
+        if lora is None:
+            return values, ()
+        active = lora.active_adapters() if callable(lora.active_adapters) else lora.active_adapters
+        switches = (bool(lora.disable_adapters), tuple(active))
+        return values, switches
+
+    def _reserve(self, rows: int, length: int) -> None:
+        """Grow the cache to at least `rows` slots of `length` positions (copying what it holds)."""
+        emb = self.core.model.embed_tokens.weight  # the compute dtype, also under 4-bit quantization
+        dtype, device = emb.dtype, emb.device
+        S = 0 if self.K is None else self.K.shape[1]
+        C = 0 if self.K is None else self.K.shape[3]
+        if self.K is not None and self.K.dtype != dtype:
+            S = C = 0  # dtype changed: start over
+        if rows <= S and length <= C:
+            return
+        new_S = max(rows, S)
+        new_C = max(C, -(-length // 256) * 256)
+        shape = (self.n_layers, new_S, self.n_kv, new_C, self.head_dim)
+        need_bytes = 2 * torch.Size(shape).numel() * torch.tensor([], dtype=dtype).element_size()
+        if self.max_cache_bytes is not None and need_bytes > self.max_cache_bytes:
+            raise MemoryError(f"KVEngine: a cache of {rows} rows x {length} positions needs {need_bytes / 2**30:.1f} GiB, "
+                              f"over max_cache_bytes ({self.max_cache_bytes / 2**30:.1f} GiB); lower the batch or "
+                              "the context length")
+        K = torch.zeros(shape, dtype=dtype, device=device)
+        V = torch.zeros(shape, dtype=dtype, device=device)
+        if self.K is not None and S and C:
+            K[:, :S, :, :C] = self.K[:, :S, :, :C]
+            V[:, :S, :, :C] = self.V[:, :S, :, :C]
+            lengths = torch.cat([self.lengths, torch.zeros(new_S - S, dtype=torch.long, device=device)])
+        else:
+            self.tokens, self.owner = [], []
+            lengths = torch.zeros(new_S, dtype=torch.long, device=device)
+        self.K, self.V, self.lengths = K, V, lengths
+        self.tokens += [[] for _ in range(new_S - len(self.tokens))]
+        self.owner += [None] * (new_S - len(self.owner))
+
+    def _place(self, keys: list[Hashable | None], prompts: list[list[int]]) -> None:
+        """Permute cache rows so request i sits in row i: a keyed request takes its key's slot, a one-off
+        request the free slot sharing the longest prefix with its prompt (or any free slot)."""
+        S = self.K.shape[1]
+        slot_of = {k: s for s, k in enumerate(self.owner) if k is not None}
+        chosen: list[int | None] = [slot_of.get(k) if k is not None else None for k in keys]
+        taken = {s for s in chosen if s is not None}
+        for k, s in slot_of.items():  # keys not in this call keep their slots unless space runs out
+            if k not in keys:
+                taken.add(s)
+        free = [s for s in range(S) if s not in taken]
+        for i, s in enumerate(chosen):
+            if s is None:
+                if not free:  # evict the first keyed slot not in this call
+                    victim = next(s2 for s2 in range(S) if s2 not in {c for c in chosen if c is not None}
+                                  and self.owner[s2] not in keys)
+                    self.owner[victim] = None
+                    free.append(victim)
+                best = max(free, key=lambda f: _common_prefix(self.tokens[f], prompts[i]), default=free[0])
+                free.remove(best)
+                chosen[i] = best
+        order = chosen + [s for s in range(S) if s not in set(chosen)]
+        perm = torch.tensor(order, device=self.K.device)
+        if order != list(range(S)):
+            self.K = self.K.index_select(1, perm)
+            self.V = self.V.index_select(1, perm)
+            self.lengths = self.lengths.index_select(0, perm)
+            self.tokens = [self.tokens[s] for s in order]
+            self.owner = [self.owner[s] for s in order]
+        for i in range(len(prompts)):
+            self.owner[i] = None  # rows of this call; set back to their key at the end
+
+    def _swap(self, a: int, b: int) -> None:
+        if a == b:
+            return
+        idx, rev = torch.tensor([a, b], device=self.K.device), torch.tensor([b, a], device=self.K.device)
+        self.K[:, idx] = self.K[:, rev]
+        self.V[:, idx] = self.V[:, rev]
+        self.lengths[idx] = self.lengths[rev]
+        self.tokens[a], self.tokens[b] = self.tokens[b], self.tokens[a]
+        self.owner[a], self.owner[b] = self.owner[b], self.owner[a]
+
+    # -- the loop --------------------------------------------------------------------------------
+    def _decode_all(self, reqs: list[_Request], settings: Any, stops: list[int], pad: int, temperature: float,
+                    generator: torch.Generator | None) -> None:
+        n = len(reqs)
+        where = list(range(n))  # row -> request index
+        stop_set = set(stops)
+        active, waiting = 0, n  # rows [0, active) decode, [active, active + waiting) wait, the rest are done
+        next_tok: dict[int, int] = {}  # request -> its sampled token not yet fed
+        bs = max(1, settings.batch_size)
+        while active or waiting:
+            if waiting and active <= bs // 2:  # refill: prefill waiting requests into the free places
+                k = min(waiting, bs - active)
+                rows = list(range(active, active + k))
+                logits = self._prefill(rows, [reqs[where[r]].prompt for r in rows])
+                active, waiting = active + k, waiting - k
+                picked = self._sample(logits, [reqs[where[r]] for r in rows], temperature, settings, generator)
+                for r, tok in zip(rows, picked):
+                    next_tok[where[r]] = tok
+            else:
+                ids = torch.tensor([next_tok[where[r]] for r in range(active)], device=self.K.device)
+                logits = self._step(ids, active)
+                picked = self._sample(logits, [reqs[where[r]] for r in range(active)], temperature, settings, generator)
+                for r, tok in enumerate(picked):
+                    next_tok[where[r]] = tok
+            # retire finished rows: swap them behind the active and waiting ones
+            r = 0
+            while r < active:
+                q = reqs[where[r]]
+                if q.done:
+                    self._finish_row(r, q)
+                    last_active, last_wait = active - 1, active + waiting - 1
+                    self._swap(r, last_active)
+                    where[r], where[last_active] = where[last_active], where[r]
+                    self._swap(last_active, last_wait)
+                    where[last_active], where[last_wait] = where[last_wait], where[last_active]
+                    active -= 1
+                    continue  # row r now holds another active request
+                r += 1
+        # rows are in finishing order; restore request order so row i is request i again
+        order = [where.index(i) for i in range(n)]
+        perm = torch.tensor(order + list(range(n, self.K.shape[1])), device=self.K.device)
+        self.K = self.K.index_select(1, perm)
+        self.V = self.V.index_select(1, perm)
+        self.lengths = self.lengths.index_select(0, perm)
+        self.tokens = [self.tokens[s] for s in order] + self.tokens[n:]
+
+    def _finish_row(self, row: int, q: _Request) -> None:
+        """The row's cache holds prompt + every sampled id but the last (never fed)."""
+        self.tokens[row] = q.prompt + q.ids[:-1]
+        assert int(self.lengths[row]) == len(self.tokens[row]), "cache length bookkeeping"
+
+    def _sample(self, logits: torch.Tensor, reqs: list[_Request], temperature: float, settings: Any,
+                generator: torch.Generator | None) -> list[int]:
+        """Pick one id per row (logits (b, V)), record id + log-prob, mark finished requests."""
+        logits = logits.float() / temperature
+        constrained = [i for i, q in enumerate(reqs) if q.trie is not None]
+        allowed_sets = {}
+        if constrained:
+            mask = torch.zeros_like(logits, dtype=torch.bool)
+            mask[constrained] = True  # constrained rows: everything off but their allowed ids
+            for i in constrained:
+                a = reqs[i].trie.allowed(reqs[i].ids) or [0]
+                allowed_sets[i] = a
+                mask[i, a] = False
+            logits = logits.masked_fill(mask, float("-inf"))
+        logp = torch.log_softmax(logits, dim=-1)
+        if settings.do_sample:
+            probs = logp.exp()
+            if settings.top_p < 1.0:
+                probs = _top_p(probs, settings.top_p)
+            picked = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        else:
+            picked = logp.argmax(-1)
+        chosen_lp = logp.gather(-1, picked.unsqueeze(-1)).squeeze(-1).tolist()
+        out = picked.tolist()
+        stops = set(self._stops)
+        for i, (q, tok, lp) in enumerate(zip(reqs, out, chosen_lp)):
+            q.ids.append(tok)
+            q.logprobs.append(lp)
+            if q.trie is not None:
+                q.allowed.append(allowed_sets[i])
+                q.stopped = tok in stops
+                q.done = not q.trie.allowed(q.ids) or len(q.ids) >= q.limit
+            else:
+                q.stopped = tok in stops
+                q.done = q.stopped or len(q.ids) >= q.limit
+        return out
+
+    # -- model passes ----------------------------------------------------------------------------
+    def _prefill(self, rows: list[int], prompts: list[list[int]]) -> torch.Tensor:
+        """Feed each row's prompt beyond what its cache already holds; identical prompts are prefilled
+        once. Returns next-token logits (len(rows), V)."""
+        device = self.K.device
+        leaders: dict[tuple, int] = {}
+        lead_of = []
+        for r, p in zip(rows, prompts):
+            reuse = min(_common_prefix(self.tokens[r], p), len(p) - 1)
+            self.tokens[r] = p[:reuse]
+            self.lengths[r] = reuse
+            key = tuple(p)
+            lead_of.append(leaders.setdefault(key, r))
+        uniq = sorted(set(lead_of))
+        by_row = dict(zip(rows, prompts))
+        last_logits: dict[int, torch.Tensor] = {}
+        for chunk in _chunks(uniq, by_row, self.tokens, budget=1 << 24):
+            last_logits.update(self._prefill_rows(chunk, [by_row[r] for r in chunk]))
+        for r, lead, p in zip(rows, lead_of, prompts):
+            if lead != r:  # copy the leader's K/V instead of recomputing it
+                L = len(p)
+                self.K[:, r, :, :L] = self.K[:, lead, :, :L]
+                self.V[:, r, :, :L] = self.V[:, lead, :, :L]
+                self.lengths[r] = L
+                self.stats["shared_prefill_rows"] += 1
+            self.tokens[r] = list(p)
+        return torch.stack([last_logits[lead] for lead in lead_of]).to(device)
+
+    def _prefill_rows(self, rows: list[int], prompts: list[list[int]]) -> dict[int, torch.Tensor]:
+        device = self.K.device
+        starts = [len(self.tokens[r]) for r in rows]
+        news = [p[s:] for p, s in zip(prompts, starts)]
+        self.stats["prefill_tokens"] += sum(map(len, news))
+        self.stats["reused_tokens"] += sum(starts)
+        T = max(map(len, news))
+        b = len(rows)
+        ids = torch.zeros((b, T), dtype=torch.long)
+        valid = torch.zeros((b, T), dtype=torch.bool)
+        for i, x in enumerate(news):
+            ids[i, :len(x)] = torch.tensor(x)
+            valid[i, :len(x)] = True
+        start = torch.tensor(starts)
+        pos = (start[:, None] + torch.arange(T)[None, :])
+        ids, valid, pos = ids.to(device), valid.to(device), pos.to(device)
+        Lk = int(pos[valid].max()) + 1
+        row_t = torch.tensor(rows, device=device)
+        contiguous = rows == list(range(rows[0], rows[0] + b))
+        # attention mask (b, 1, T, Lk): key j visible to query t iff j <= pos[t]
+        mask = torch.arange(Lk, device=device)[None, None, :] <= pos[:, :, None]
+        rr, tt = valid.nonzero(as_tuple=True)
+        write_rows, write_pos = row_t[rr], pos[rr, tt]
+
+        def attend(layer: int, q, k, v):
+            self.K[layer, write_rows, :, write_pos] = k.transpose(1, 2)[rr, tt]
+            self.V[layer, write_rows, :, write_pos] = v.transpose(1, 2)[rr, tt]
+            if contiguous:
+                Kc, Vc = self.K[layer, rows[0]:rows[0] + b, :, :Lk], self.V[layer, rows[0]:rows[0] + b, :, :Lk]
+            else:
+                Kc, Vc = self.K[layer, row_t, :, :Lk], self.V[layer, row_t, :, :Lk]
+            return _sdpa(q, Kc, Vc, mask[:, None], self.n_heads != self.n_kv)
+
+        h = self._forward(ids, pos, attend)
+        last = valid.sum(1) - 1
+        hl = h[torch.arange(b, device=device), last]
+        logits = self.core.lm_head(self.core.model.norm(hl))
+        for r, x in zip(rows, news):
+            self.lengths[r] += len(x)
+        return {r: logits[i] for i, r in enumerate(rows)}
+
+    def _step(self, ids: torch.Tensor, a: int) -> torch.Tensor:
+        """One decode step for rows [0, a): feed `ids` (a,), return next logits (a, V)."""
+        self.stats["decode_steps"] += 1
+        if self.K.is_cuda and self.cuda_graphs:
+            return self._step_graph(ids, a)
+        pos = self.lengths[:a].clone()
+        Lk = int(pos.max()) + 1
+        logits = self._step_eager(ids, pos, a, Lk)
+        self.lengths[:a] += 1
+        return logits
+
+    def _step_eager(self, ids: torch.Tensor, pos: torch.Tensor, a: int, Lk: int) -> torch.Tensor:
+        device = self.K.device
+        rows = torch.arange(a, device=device)
+        mask = (torch.arange(Lk, device=device)[None, :] <= pos[:, None])[:, None, None, :]  # (a, 1, 1, Lk)
+
+        def attend(layer: int, q, k, v):
+            self.K[layer, rows, :, pos] = k[:, :, 0]
+            self.V[layer, rows, :, pos] = v[:, :, 0]
+            return _sdpa(q, self.K[layer, :a, :, :Lk], self.V[layer, :a, :, :Lk], mask, self.n_heads != self.n_kv)
+
+        h = self._forward(ids[:, None], pos[:, None], attend)
+        return self.core.lm_head(self.core.model.norm(h[:, 0]))
+
+    def _step_graph(self, ids: torch.Tensor, a: int) -> torch.Tensor:
+        """CUDA-graph decode over a padded row count (power of two, capped at the slot count) and the
+        full cache capacity; padded rows write only at their own next position (never inside valid data)."""
+        S, C = self.K.shape[1], self.K.shape[3]
+        width = min(S, 1 << (a - 1).bit_length())
+        g = self._graphs.get(width)
+        if g is None:
+            static_ids = torch.zeros(width, dtype=torch.long, device=self.K.device)
+            # warm-up writes garbage K/V at each row's next position: the real step overwrites it for
+            # active rows; for the others it lies beyond their valid ids (see the docstring)
+            static_pos = self.lengths[:width].clamp(max=C - 1).clone()
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for _ in range(2):
+                    self._step_eager(static_ids, static_pos, width, C)
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_out = self._step_eager(static_ids, static_pos, width, C)
+            g = self._graphs[width] = (graph, static_ids, static_pos, static_out)
+        graph, static_ids, static_pos, static_out = g
+        static_ids.zero_()
+        static_ids[:a] = ids
+        static_pos.copy_(self.lengths[:width].clamp(max=C - 1))
+        graph.replay()
+        self.lengths[:a] += 1
+        return static_out[:a].clone()
+
+    def _forward(self, ids: torch.Tensor, pos: torch.Tensor, attend) -> torch.Tensor:
+        """The decoder body over (b, T) ids at positions `pos`, attention delegated to `attend`."""
+        m = self.core.model
+        h = m.embed_tokens(ids)
+        cos, sin = m.rotary_emb(h, pos)
+        cos, sin = cos[:, None], sin[:, None]  # (b, 1, T, D)
+        b, T = ids.shape
+        for li, layer in enumerate(m.layers):
+            attn = layer.self_attn
+            x = layer.input_layernorm(h)
+            q = attn.q_proj(x).view(b, T, self.n_heads, self.head_dim)
+            k = attn.k_proj(x).view(b, T, self.n_kv, self.head_dim)
+            v = attn.v_proj(x).view(b, T, self.n_kv, self.head_dim).transpose(1, 2)
+            if hasattr(attn, "q_norm"):
+                q, k = attn.q_norm(q), attn.k_norm(k)
+            q, k = q.transpose(1, 2), k.transpose(1, 2)
+            q = q * cos + _rotate_half(q) * sin
+            k = k * cos + _rotate_half(k) * sin
+            o = attend(li, q, k, v)  # (b, H, T, D)
+            h = h + attn.o_proj(o.transpose(1, 2).reshape(b, T, self.n_heads * self.head_dim))
+            h = h + layer.mlp(layer.post_attention_layernorm(h))
+        return h
+
+    @property
+    def _stops(self) -> list[int]:
+        from dreamgym.models.generation import stop_token_ids
+        return stop_token_ids(self.tokenizer)
+
+
+# -- internals ---------------------------------------------------------------------------------
+def _core(model: Any) -> Any:
+    """The causal LM under a peft wrapper (its modules carry the LoRA layers)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def _sdpa(q, k, v, mask, gqa: bool) -> torch.Tensor:
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+
+
+def _top_p(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    sorted_p, idx = probs.sort(dim=-1, descending=True)
+    keep = sorted_p.cumsum(-1) - sorted_p < top_p
+    return torch.zeros_like(probs).scatter(-1, idx, sorted_p * keep)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    """Length of the longest common prefix (binary search over C-speed slice comparisons)."""
+    lo, hi = 0, min(len(a), len(b))
+    if a[:hi] == b[:hi]:
+        return hi
+    while lo < hi:  # invariant: a[:lo] == b[:lo], a[:hi+1] != b[:hi+1] is not yet known
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _chunks(rows: list[int], prompts: dict[int, list[int]], cached: list[list[int]], budget: int):
+    """Split prefill rows (sorted by new-token count) so rows x T x Lk stays under `budget` elements."""
+    def new_len(r: int) -> int:
+        return len(prompts[r]) - min(_common_prefix(cached[r], prompts[r]), len(prompts[r]) - 1)
+
+    ordered = sorted(rows, key=new_len)
+    chunk: list[int] = []
+    for r in ordered:
+        T = new_len(r)
+        if chunk and (len(chunk) + 1) * T * len(prompts[r]) > budget:
+            yield chunk
+            chunk = []
+        chunk.append(r)
+    if chunk:
+        yield chunk
