@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 from dreamgym.config.loading import ConfigError, SPLITS
 
-__all__ = ["WebShopConfig", "HttpConfig", "TextWorldConfig", "EnvConfig", "CollectConfig", "ServeEnvConfig"]
+__all__ = ["WebShopConfig", "HttpConfig", "TextWorldConfig", "MiniWoBConfig", "EnvConfig", "CollectConfig", "ServeEnvConfig"]
 
 
 @dataclass
@@ -100,6 +100,30 @@ class TextWorldConfig:
 
 
 @dataclass
+class MiniWoBConfig:
+    """MiniWoB++ tasks in headless Chromium through BrowserGym (`envs/miniwob_env.py`)."""
+
+    tasks: list[str] = field(default_factory=lambda: ["click-button", "click-test", "enter-text", "focus-text"])
+    """MiniWoB task names (browsergym/miniwob.<name>)"""
+    train_episodes: int = 50
+    """seeded episodes per task in the train split"""
+    dev_episodes: int = 10
+    """seeded episodes per task in the dev split"""
+    test_episodes: int = 20
+    """seeded episodes per task in the test split"""
+    seed: int = 0
+    """base of the episode seeds (splits use disjoint seed ranges)"""
+    max_steps: int = 10
+    """episode step limit (the env ends the episode, truncated)"""
+    chromium: Optional[str] = None
+    """Chromium executable; None = Playwright's own build if installed, else `chromium` on PATH"""
+    base_url: Optional[str] = None
+    """where the MiniWoB HTML pages are; None = the copy inside the `miniwob` package (file://)"""
+    headless: bool = True
+    """run the browser without a window"""
+
+
+@dataclass
 class EnvConfig:
     """Which real environment to build: a registered name or an import path `pkg.module:Class`."""
 
@@ -108,6 +132,7 @@ class EnvConfig:
     webshop: WebShopConfig = field(default_factory=WebShopConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     textworld: TextWorldConfig = field(default_factory=TextWorldConfig)
+    miniwob: MiniWoBConfig = field(default_factory=MiniWoBConfig)
     kwargs: dict[str, Any] = field(default_factory=dict)
     """keyword arguments for a user env class given as `pkg.module:Class`"""
 

@@ -87,6 +87,7 @@ _BUILTIN: dict[str, str] = {
     "choice-corridor": "dreamgym.envs.toy:ChoiceCorridorEnv",
     "textworld": "dreamgym.envs.textworld_env:TextWorldEnv",
     "alfworld": "dreamgym.envs.alfworld:AlfWorldHttpEnv",
+    "miniwob": "dreamgym.envs.miniwob_env:MiniWoBEnv",
 }
 _REGISTRY: dict[str, Callable[..., Any] | str] = dict(_BUILTIN)
 
