@@ -23,6 +23,7 @@ The last line reads `rollout speedup vs hf generate: N.NNx (batch B)` for the la
 from __future__ import annotations
 
 import argparse
+import gc
 import platform
 import time
 
@@ -30,6 +31,7 @@ import torch
 
 from dreamgym.config import EnvConfig, ModelConfig
 from dreamgym.envs.base import make_env
+from dreamgym.models.engine import _ENGINES, engine_for
 from dreamgym.episodes import run_episode
 from dreamgym.models.loading import load_model, load_tokenizer
 from dreamgym.policies import make_policy
@@ -124,6 +126,14 @@ def measure(model, tok, tasks, recordings, batch: int, turns: int, new_tokens: i
     return result, seconds
 
 
+def free(model) -> None:
+    """Drop the engine's cache and graphs (the next backend measured gets the memory)."""
+    _ENGINES.pop(model, None)
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def compare(a, b) -> tuple[float, float]:
     """(share of sampled tokens equal, max |log-prob difference| over equal prefixes)."""
     same = total = 0
@@ -152,6 +162,7 @@ def main() -> None:
     ap.add_argument("--obs-chars", type=int, default=1200, help="observation text per turn (the policy default)")
     ap.add_argument("--dtype", default="auto", help="model dtype (auto: CPU by capability, bf16 on cuda)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads on CPU (0 = torch default)")
+    ap.add_argument("--profile", action="store_true", help="print the engine's time per phase (synchronizes)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -172,8 +183,21 @@ def main() -> None:
           f"{'ctx tokens':>10}")
     last = None
     for b in batches:
-        base, t_base = measure(model, tok, tasks, recordings, b, turns, new_tokens, obs_chars, "hf", listed)
+        try:
+            free(model)
+            base, t_base = measure(model, tok, tasks, recordings, b, turns, new_tokens, obs_chars, "hf", listed)
+        except torch.OutOfMemoryError:
+            print(f"{b:>4} hf generate ran out of GPU memory at this batch", flush=True)
+            continue
+        free(model)
+        measure(model, tok, tasks, recordings, b, turns, new_tokens, obs_chars, "engine", listed)  # warm: allocate, capture
+        eng = engine_for(model, tok)
+        eng.profile = args.profile
+        eng.timing = dict.fromkeys(eng.timing, 0.0)
         fast, t_fast = measure(model, tok, tasks, recordings, b, turns, new_tokens, obs_chars, "engine", listed)
+        if args.profile:
+            print("     engine time: " + ", ".join(f"{k} {v:.2f}" for k, v in eng.timing.items())
+                  + f", total {t_fast:.2f} s", flush=True)
         agree, dlogp = compare(base, fast)
         ctx = max(len(e.trace.ids) for e in fast.episodes)
         speed = t_base / t_fast

@@ -154,3 +154,41 @@ def test_cache_is_dropped_when_weights_change_in_place(tiny):
         with torch.no_grad():
             lora_b.copy_(saved)
         lora_b.grad = None
+
+
+def test_static_shape_decode_of_the_cuda_graph_path_matches_hf(tiny):
+    """The padded, full-capacity decode step the CUDA graphs capture, run eagerly on CPU: padded rows'
+    garbage writes must never reach a row's valid ids (waiting rows, finished rows, other keys' rows)."""
+    model, tok = tiny
+    eng = engine_for(model, tok)
+    eng.padded_decode = True
+    try:
+        keep = generate_samples(model, tok, _prompts(tok, 2, seed=9), GenerationSettings(backend="engine"),
+                                keys=["a", "b"])  # other keys' rows stay in the cache
+        prompts = _prompts(tok, 7, seed=10) + [_prompts(tok, 1, seed=11)[0]] * 3
+        hf, en = _both(model, tok, prompts, max_new_tokens=9, batch_size=4)
+        _assert_same(hf, en)
+        turn2 = [p + s.ids for p, s in zip(_prompts(tok, 2, seed=9), keep)]
+        hf2 = generate_samples(model, tok, turn2, GenerationSettings(backend="hf", max_new_tokens=5))
+        en2 = generate_samples(model, tok, turn2, GenerationSettings(backend="engine", max_new_tokens=5), keys=["a", "b"])
+        _assert_same(hf2, en2)
+    finally:
+        eng.padded_decode = False
+        release_keys(model)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("graphs", [False, True])
+def test_cuda_engine_matches_hf(graphs):
+    model, tok = load_model(ModelConfig(name="tiny-random", device="cuda", dtype="float32"), for_training=True)
+    engine_for(model, tok).cuda_graphs = graphs
+    prompts = _prompts(tok, 12, seed=12) + [_prompts(tok, 1, seed=13)[0]] * 4
+    hf, en = _both(model, tok, prompts, max_new_tokens=10, batch_size=8)
+    _assert_same(hf, en)
+    keys = list(range(len(prompts)))
+    first = generate_samples(model, tok, prompts, GenerationSettings(backend="engine", max_new_tokens=6), keys=keys)
+    turn2 = [p + s.ids + [5, 6, 7] for p, s in zip(prompts, first)]
+    hf2 = generate_samples(model, tok, turn2, GenerationSettings(backend="hf", max_new_tokens=6))
+    en2 = generate_samples(model, tok, turn2, GenerationSettings(backend="engine", max_new_tokens=6), keys=keys)
+    _assert_same(hf2, en2)

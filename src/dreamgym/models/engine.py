@@ -27,7 +27,9 @@ The LoRA adapter is whatever peft has active in the model's modules (no merge, n
 
 from __future__ import annotations
 
+import time
 import weakref
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Hashable
 
@@ -91,6 +93,13 @@ class KVEngine:
         self.head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
         self.max_cache_bytes = max_cache_bytes
         self.cuda_graphs = cuda_graphs
+        self.padded_decode = False
+        """run the static-shape decode of the CUDA-graph path without CUDA (tests)"""
+        self.profile = False
+        """time prefill / decode / graph capture / sampling into `timing` (synchronizes CUDA)"""
+        self.timing = {"prefill_s": 0.0, "decode_s": 0.0, "capture_s": 0.0, "sample_s": 0.0}
+        self._graphs: dict = {}
+        self._graph_key: tuple | None = None
         self.K: torch.Tensor | None = None  # (L, S, Hkv, C, D)
         self.V: torch.Tensor | None = None
         self.tokens: list[list[int]] = []  # ids whose K/V row s holds
@@ -130,32 +139,33 @@ class KVEngine:
         was_training = self.model.training
         self.model.eval()
         try:
-            self._graphs: dict = {}
             seen = self._fingerprint()
             if seen != self._weights_seen:  # weights or adapter state changed: cached K/V are stale
                 self._weights_seen = seen
                 if self.K is not None:
                     self.tokens = [[] for _ in self.tokens]
                     self.lengths.zero_()
+            graph_key = (seen[1], tuple(q.data_ptr() for q in self.core.parameters()))
+            if graph_key != self._graph_key:  # adapter switched or parameters moved: recapture
+                self._graphs, self._graph_key = {}, graph_key
             need = max(len(p) + r.limit + 1 for p, r in zip(prompts, reqs))
             self._reserve(n, need)
-            self._place(keys, prompts)  # request i now lives in cache row i
-            self._decode_all(reqs, settings, stops, pad, temperature, generator)
+            where = self._place(keys, prompts)  # rows [0, n) hold this call's requests
+            self._decode_all(reqs, where, settings, temperature, generator)
         finally:
-            self._graphs = {}
             self.model.train(was_training)
-        for i, k in enumerate(keys):  # one-off requests give their rows back (cached ids stay reusable)
-            self.owner[i] = k
+        for row, i in enumerate(where):  # one-off requests give their rows back (cached ids stay reusable)
+            self.owner[row] = keys[i]
         return [(r.ids, r.logprobs, r.stopped, r.allowed) for r in reqs]
 
     # -- cache management ------------------------------------------------------------------------
     def _fingerprint(self) -> tuple:
         """What the cached K/V depend on beyond the ids: the trainable weights' values (a sum and a sum of
-        squares each: optimizers such as fused AdamW update in place without bumping `_version`) and
-        peft's adapter switches."""
-        if self._trainable:
-            sums = torch.stack([torch.stack([q.detach().float().sum(), q.detach().float().square().sum()])
-                                for q in self._trainable])
+        squares of a strided sample of each: optimizers such as fused AdamW update in place without
+        bumping `_version`) and peft's adapter switches."""
+        if self._trainable:  # ~1k strided elements per tensor: an update moves (almost) all of them
+            picks = [q.detach().reshape(-1)[:: max(1, q.numel() // 1024)].float() for q in self._trainable]
+            sums = torch.stack([torch.stack([x.sum(), x.square().sum()]) for x in picks])
             values = tuple(sums.flatten().tolist())
         else:
             values = ()
@@ -194,12 +204,14 @@ class KVEngine:
             self.tokens, self.owner = [], []
             lengths = torch.zeros(new_S, dtype=torch.long, device=device)
         self.K, self.V, self.lengths = K, V, lengths
+        self._graphs = {}  # they captured the old tensors
         self.tokens += [[] for _ in range(new_S - len(self.tokens))]
         self.owner += [None] * (new_S - len(self.owner))
 
-    def _place(self, keys: list[Hashable | None], prompts: list[list[int]]) -> None:
-        """Permute cache rows so request i sits in row i: a keyed request takes its key's slot, a one-off
-        request the free slot sharing the longest prefix with its prompt (or any free slot)."""
+    def _place(self, keys: list[Hashable | None], prompts: list[list[int]]) -> list[int]:
+        """Bring this call's requests into rows [0, n) (in place: graphs keep their tensors) and return
+        `where` (row -> request). A keyed request takes its key's slot, a one-off request the free slot
+        sharing the longest prefix with its prompt (or any free slot)."""
         S = self.K.shape[1]
         slot_of = {k: s for s, k in enumerate(self.owner) if k is not None}
         chosen: list[int | None] = [slot_of.get(k) if k is not None else None for k in keys]
@@ -218,16 +230,18 @@ class KVEngine:
                 best = max(free, key=lambda f: _common_prefix(self.tokens[f], prompts[i]), default=free[0])
                 free.remove(best)
                 chosen[i] = best
-        order = chosen + [s for s in range(S) if s not in set(chosen)]
-        perm = torch.tensor(order, device=self.K.device)
-        if order != list(range(S)):
-            self.K = self.K.index_select(1, perm)
-            self.V = self.V.index_select(1, perm)
-            self.lengths = self.lengths.index_select(0, perm)
-            self.tokens = [self.tokens[s] for s in order]
-            self.owner = [self.owner[s] for s in order]
-        for i in range(len(prompts)):
-            self.owner[i] = None  # rows of this call; set back to their key at the end
+        n = len(prompts)
+        holes = iter(sorted(set(range(n)) - set(chosen)))
+        for i, s in enumerate(chosen):
+            if s >= n:  # swap it with a row of [0, n) that no request chose
+                h = next(holes)
+                self._swap(s, h)
+                chosen[i] = h
+        where = [0] * n
+        for i, s in enumerate(chosen):
+            where[s] = i
+            self.owner[s] = None  # rows of this call; set to their key at the end
+        return where
 
     def _swap(self, a: int, b: int) -> None:
         if a == b:
@@ -240,11 +254,18 @@ class KVEngine:
         self.owner[a], self.owner[b] = self.owner[b], self.owner[a]
 
     # -- the loop --------------------------------------------------------------------------------
-    def _decode_all(self, reqs: list[_Request], settings: Any, stops: list[int], pad: int, temperature: float,
+    def _decode_all(self, reqs: list[_Request], where: list[int], settings: Any, temperature: float,
                     generator: torch.Generator | None) -> None:
+        """Decode every request of rows [0, n) (`where`: row -> request, updated as rows move)."""
         n = len(reqs)
-        where = list(range(n))  # row -> request index
-        stop_set = set(stops)
+        row_of = {i: r for r, i in enumerate(where)}
+        for t in range(n):  # request order first: admission and sampling order (hence seeded draws) repeat
+            r = row_of[t]
+            if r != t:
+                self._swap(r, t)
+                u = where[t]
+                where[t], where[r] = t, u
+                row_of[t], row_of[u] = t, r
         active, waiting = 0, n  # rows [0, active) decode, [active, active + waiting) wait, the rest are done
         next_tok: dict[int, int] = {}  # request -> its sampled token not yet fed
         bs = max(1, settings.batch_size)
@@ -252,14 +273,16 @@ class KVEngine:
             if waiting and active <= bs // 2:  # refill: prefill waiting requests into the free places
                 k = min(waiting, bs - active)
                 rows = list(range(active, active + k))
-                logits = self._prefill(rows, [reqs[where[r]].prompt for r in rows])
+                with self._timed("prefill_s"):
+                    logits = self._prefill(rows, [reqs[where[r]].prompt for r in rows])
                 active, waiting = active + k, waiting - k
                 picked = self._sample(logits, [reqs[where[r]] for r in rows], temperature, settings, generator)
                 for r, tok in zip(rows, picked):
                     next_tok[where[r]] = tok
             else:
                 ids = torch.tensor([next_tok[where[r]] for r in range(active)], device=self.K.device)
-                logits = self._step(ids, active)
+                with self._timed("decode_s"):
+                    logits = self._step(ids, active)
                 picked = self._sample(logits, [reqs[where[r]] for r in range(active)], temperature, settings, generator)
                 for r, tok in enumerate(picked):
                     next_tok[where[r]] = tok
@@ -277,13 +300,6 @@ class KVEngine:
                     active -= 1
                     continue  # row r now holds another active request
                 r += 1
-        # rows are in finishing order; restore request order so row i is request i again
-        order = [where.index(i) for i in range(n)]
-        perm = torch.tensor(order + list(range(n, self.K.shape[1])), device=self.K.device)
-        self.K = self.K.index_select(1, perm)
-        self.V = self.V.index_select(1, perm)
-        self.lengths = self.lengths.index_select(0, perm)
-        self.tokens = [self.tokens[s] for s in order] + self.tokens[n:]
 
     def _finish_row(self, row: int, q: _Request) -> None:
         """The row's cache holds prompt + every sampled id but the last (never fed)."""
@@ -293,6 +309,11 @@ class KVEngine:
     def _sample(self, logits: torch.Tensor, reqs: list[_Request], temperature: float, settings: Any,
                 generator: torch.Generator | None) -> list[int]:
         """Pick one id per row (logits (b, V)), record id + log-prob, mark finished requests."""
+        with self._timed("sample_s"):
+            return self._sample_inner(logits, reqs, temperature, settings, generator)
+
+    def _sample_inner(self, logits: torch.Tensor, reqs: list[_Request], temperature: float, settings: Any,
+                      generator: torch.Generator | None) -> list[int]:
         logits = logits.float() / temperature
         constrained = [i for i, q in enumerate(reqs) if q.trie is not None]
         allowed_sets = {}
@@ -399,8 +420,8 @@ class KVEngine:
     def _step(self, ids: torch.Tensor, a: int) -> torch.Tensor:
         """One decode step for rows [0, a): feed `ids` (a,), return next logits (a, V)."""
         self.stats["decode_steps"] += 1
-        if self.K.is_cuda and self.cuda_graphs:
-            return self._step_graph(ids, a)
+        if (self.K.is_cuda and self.cuda_graphs) or self.padded_decode:
+            return self._step_padded(ids, a)
         pos = self.lengths[:a].clone()
         Lk = int(pos.max()) + 1
         logits = self._step_eager(ids, pos, a, Lk)
@@ -420,13 +441,22 @@ class KVEngine:
         h = self._forward(ids[:, None], pos[:, None], attend)
         return self.core.lm_head(self.core.model.norm(h[:, 0]))
 
-    def _step_graph(self, ids: torch.Tensor, a: int) -> torch.Tensor:
-        """CUDA-graph decode over a padded row count (power of two, capped at the slot count) and the
-        full cache capacity; padded rows write only at their own next position (never inside valid data)."""
+    def _step_padded(self, ids: torch.Tensor, a: int) -> torch.Tensor:
+        """Decode with static shapes, as a CUDA graph replays it: a padded row count (power of two, capped
+        at the slot count) over the full cache capacity. Padded rows write K/V only at their own next
+        position, which lies beyond their valid ids (a waiting row's prefill overwrites it). Without CUDA
+        (tests: `padded_decode`) the same shapes run eagerly."""
         S, C = self.K.shape[1], self.K.shape[3]
         width = min(S, 1 << (a - 1).bit_length())
-        g = self._graphs.get(width)
+        if not self.K.is_cuda:
+            static_ids = torch.zeros(width, dtype=torch.long)
+            static_ids[:a] = ids
+            logits = self._step_eager(static_ids, self.lengths[:width].clamp(max=C - 1), width, C)
+            self.lengths[:a] += 1
+            return logits[:a]
+        g = self._graphs.get((width, C))
         if g is None:
+            t0 = time.perf_counter()
             static_ids = torch.zeros(width, dtype=torch.long, device=self.K.device)
             # warm-up writes garbage K/V at each row's next position: the real step overwrites it for
             # active rows; for the others it lies beyond their valid ids (see the docstring)
@@ -440,7 +470,8 @@ class KVEngine:
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
                 static_out = self._step_eager(static_ids, static_pos, width, C)
-            g = self._graphs[width] = (graph, static_ids, static_pos, static_out)
+            g = self._graphs[(width, C)] = (graph, static_ids, static_pos, static_out)
+            self.timing["capture_s"] += time.perf_counter() - t0
         graph, static_ids, static_pos, static_out = g
         static_ids.zero_()
         static_ids[:a] = ids
@@ -471,6 +502,19 @@ class KVEngine:
             h = h + attn.o_proj(o.transpose(1, 2).reshape(b, T, self.n_heads * self.head_dim))
             h = h + layer.mlp(layer.post_attention_layernorm(h))
         return h
+
+    @contextmanager
+    def _timed(self, key: str):
+        if not self.profile:
+            yield
+            return
+        if self.K is not None and self.K.is_cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        yield
+        if self.K is not None and self.K.is_cuda:
+            torch.cuda.synchronize()
+        self.timing[key] += time.perf_counter() - t0
 
     @property
     def _stops(self) -> list[int]:

@@ -370,6 +370,8 @@ def _smollm2_tokenizer_dir(cache_dir: str | None) -> Path:
     models = cache_root(cache_dir) / "models"
     if (models / _EMBEDDED_DIR / _META).is_file():
         return models / _EMBEDDED_DIR
+    if (models / f"{_EMBEDDED_DIR}-tokenizer" / _META).is_file():  # no need for the GGUF package then
+        return models / f"{_EMBEDDED_DIR}-tokenizer"
     return _convert_gguf(embedded_gguf_path(), models / f"{_EMBEDDED_DIR}-tokenizer", with_model=False)
 
 
