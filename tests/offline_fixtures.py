@@ -31,3 +31,21 @@ def tb_scalars(run_dir) -> set[str]:
         acc.Reload()
         tags |= set(acc.Tags()["scalars"])
     return tags
+
+
+@pytest.fixture(scope="module")
+def tiny_world_model(tmp_path_factory):
+    """A tiny-random experience-model adapter and a WebShop buffer of 4 oracle episodes (as in test_train_policy)."""
+    from dreamgym.config import ModelConfig, ReplayConfig
+    from dreamgym.models.loading import load_model, save_adapter
+    from dreamgym.replay.buffer import ReplayBuffer
+    from dreamgym.replay.embed import build_encoder
+
+    d = tmp_path_factory.mktemp("wm")
+    model, _ = load_model(ModelConfig(name="tiny-random", seed=1), for_training=True)
+    save_adapter(model, d / "adapter")
+    env = make_env(EnvConfig())
+    buf = ReplayBuffer(build_encoder("hashing"), ReplayConfig(encoder="hashing"))
+    buf.add_trajectories([run_episode(env, env.oracle(), t, 15) for t in env.tasks("train")[:4]])
+    buf.save(d / "buffer")
+    return d

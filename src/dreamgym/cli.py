@@ -278,6 +278,31 @@ def dpo_policy(
 
 
 @app.command()
+def s2r(
+    overrides: Overrides = None,
+    config: Configs = None,
+    run_dir: RunDirOpt = None,
+    seed: SeedOpt = None,
+    real_env: Annotated[Optional[str], typer.Option("--real-env", help="real env: registered name or pkg.module:Class (config key env.name)")] = None,
+    world_model: Annotated[Optional[str], typer.Option("--world-model", help="fit-world-model run dir or adapter (phase 1)")] = None,
+    buffer: Annotated[Optional[str], typer.Option("--buffer", help="replay buffer dir (grown by both phases' copies)")] = None,
+    policy: Annotated[Optional[str], typer.Option("--policy", help="start policy: base, sft, a run dir or adapter")] = None,
+    resume: ResumeOpt = False,
+):
+    """Sim-to-real: RL in the synthetic env, then RL in the real env under a real-transition budget."""
+    from dreamgym.pipelines.s2r import s2r as run
+
+    cfg = _load(C.S2RConfig, config, overrides, resume_dir=run_dir if resume else None, seed=seed,
+                **{"env.name": real_env})
+    s = run(cfg, world_model=world_model, buffer=buffer, policy=policy, run_dir=run_dir, resume=resume)
+    rate = lambda k: "n/a" if k not in s else f"{s[k]:.3f} [{s[k + '_ci95'][0]:.3f}, {s[k + '_ci95'][1]:.3f}]"  # noqa: E731
+    console.print(f"real success {rate('success_rate_before')} -> synthetic {rate('success_rate_after_synthetic')} -> "
+                  f"s2r {rate('success_rate')}; real transitions {s['real_transitions']} / budget {s['real_budget']}, "
+                  f"synthetic {s['synthetic_transitions']}")
+    print(s["run_dir"])
+
+
+@app.command()
 def evaluate(
     overrides: Overrides = None,
     config: Configs = None,

@@ -4,12 +4,14 @@ buffer + curriculum) or directly in a real env, through the same rollout loop an
 `build_train_policy` wires the objects (tests reuse it); `train_policy` opens the run dir, fits, exports
 the adapter and writes the summary. Checkpoints (`checkpoints/last.ckpt`: module, optimizer, PolicyRL and
 DataModule state) and the buffer copy (`checkpoints/buffer/`) are written every `checkpoint_every`
-iterations; `--resume` continues from them with the saved config.
+iterations; `--resume` continues from them with the saved config. With `real_transition_budget` (train_env=real) the
+real env is wrapped in `BudgetedVectorEnv`: the run uses at most that many real transitions, then stops.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, RichProgressBar
@@ -17,6 +19,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from dreamgym.config import TrainPolicyConfig, to_yaml
 from dreamgym.curriculum.sampler import TaskPool
+from dreamgym.data.budget import BudgetedVectorEnv, strip_budget_steps
 from dreamgym.data.datamodule import PolicyDataModule
 from dreamgym.envs.base import make_env
 from dreamgym.envs.vector import EnvPool
@@ -56,6 +59,7 @@ def train_policy(cfg: TrainPolicyConfig, run_dir: Path | None = None, world_mode
         success_rate_first=first.get("rollout/success_rate", 0.0), success_rate_last=final.get("rollout/success_rate", 0.0),
         mean_reward_last=final.get("rollout/mean_reward", 0.0), checkpoint=str(last), adapter_dir=str(adapter),
         real_transitions=ledger["real_transitions"], synthetic_transitions=ledger["synthetic_transitions"],
+        real_transition_budget=cfg.real_transition_budget,
         tokens_generated=ledger["tokens_generated"], tokens_trained=module.tokens_trained,
         gpu_hours=_gpu_hours(run), episodes=ledger["episodes"], world_model=world_model, buffer=buffer,
         policy_init=policy, rollouts=str(run.path / "rollouts.jsonl"))
@@ -92,11 +96,14 @@ def build_train_policy(cfg: TrainPolicyConfig, run: RunDir, world_model: str | N
         eval_venv = EnvPool(real_env.spawn() if hasattr(real_env, "spawn") else real_env) if cfg.eval.every_n_iterations else None
     else:
         venv = EnvPool(real_env)
+        if cfg.real_transition_budget is not None:  # a hard cap, even inside an iteration (data/budget.py)
+            venv = BudgetedVectorEnv(venv, lambda: cfg.real_transition_budget - data.ledger["real_transitions"])
         eval_venv = EnvPool(real_env.spawn()) if cfg.eval.every_n_iterations and hasattr(real_env, "spawn") else None
     pool = TaskPool(real_env.tasks("train"), cfg.curriculum.max_synthetic, cfg.curriculum.seed)
     rollouts_path = run.path / "rollouts.jsonl"
 
     def sink(trajectories: list) -> None:
+        trajectories = [strip_budget_steps(t) for t in trajectories]
         write_trajectories(rollouts_path, trajectories, append=True)
         if cfg.train_env == "real" and buffer is not None:  # real transitions also grow the buffer (S2R)
             buffer.add_trajectories([t for t in trajectories if t.task.split == "train"])
@@ -104,7 +111,7 @@ def build_train_policy(cfg: TrainPolicyConfig, run: RunDir, world_model: str | N
     data = PolicyDataModule(cfg, module, venv, pool, generator=generator, eval_venv=eval_venv,
                             eval_tasks=real_env.tasks(cfg.eval.split) if eval_venv is not None else [],
                             trajectory_sink=sink)
-    callbacks = [_IterationCheckpoint(run, cfg.checkpoint_every, buffer)]
+    callbacks = [_IterationCheckpoint(run, cfg.checkpoint_every, buffer, data._budget_spent)]
     if progress:
         callbacks.append(RichProgressBar())
     # one Lightning "epoch" = one RL iteration: resume restores the epoch count, and a resumed run may
@@ -117,14 +124,21 @@ def build_train_policy(cfg: TrainPolicyConfig, run: RunDir, world_model: str | N
 
 
 class _IterationCheckpoint(Callback):
-    """`checkpoints/last.ckpt` (+ the buffer copy) every N iterations and at the end of training."""
+    """`checkpoints/last.ckpt` (+ the buffer copy) every N iterations and at the end of training, which
+    comes early once the real-transition budget is spent (no empty epochs up to max_iterations)."""
 
-    def __init__(self, run: RunDir, every: int, buffer):
-        self.run, self.every, self.buffer = run, every, buffer
+    def __init__(self, run: RunDir, every: int, buffer, budget_spent: Callable[[], bool]):
+        self.run, self.every, self.buffer, self.budget_spent = run, every, buffer, budget_spent
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.budget_spent():  # a resumed run whose budget is already used up
+            trainer.should_stop = True
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if pl_module.iteration % self.every == 0:
             self._save(trainer)
+        if self.budget_spent():
+            trainer.should_stop = True
 
     def on_train_end(self, trainer, pl_module) -> None:
         self._save(trainer)
