@@ -163,6 +163,7 @@ def main() -> None:
     ap.add_argument("--dtype", default="auto", help="model dtype (auto: CPU by capability, bf16 on cuda)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads on CPU (0 = torch default)")
     ap.add_argument("--profile", action="store_true", help="print the engine's time per phase (synchronizes)")
+    ap.add_argument("--torch-profile", action="store_true", help="torch.profiler table of one engine rollout")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -195,6 +196,14 @@ def main() -> None:
         eng.profile = args.profile
         eng.timing = dict.fromkeys(eng.timing, 0.0)
         fast, t_fast = measure(model, tok, tasks, recordings, b, turns, new_tokens, obs_chars, "engine", listed)
+        if args.torch_profile:
+            from torch.profiler import ProfilerActivity, profile
+            acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+            with profile(activities=acts) as prof:
+                measure(model, tok, tasks, recordings, b, turns, new_tokens, obs_chars, "engine", listed)
+            key = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14, max_name_column_width=40))
+            print(prof.key_averages().table(sort_by=key, row_limit=8, max_name_column_width=40))
         if args.profile:
             print("     engine time: " + ", ".join(f"{k} {v:.2f}" for k, v in eng.timing.items())
                   + f", total {t_fast:.2f} s", flush=True)

@@ -192,3 +192,24 @@ def test_cuda_engine_matches_hf(graphs):
     hf2 = generate_samples(model, tok, turn2, GenerationSettings(backend="hf", max_new_tokens=6))
     en2 = generate_samples(model, tok, turn2, GenerationSettings(backend="engine", max_new_tokens=6), keys=keys)
     _assert_same(hf2, en2)
+
+
+def test_grouped_query_attention_matches_hf():
+    """3 query heads per KV head (SmolLM2-135M has 9 / 3): the engine folds them without expanding K/V."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from dreamgym.models.loading import load_tokenizer
+    tok = load_tokenizer(ModelConfig(name="tiny-random"))
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=48, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=6, num_key_value_heads=2, pad_token_id=tok.pad_token_id,
+                      eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
+    model = LlamaForCausalLM(cfg).eval()
+    model.generation_config.pad_token_id = tok.pad_token_id
+    prompts = _prompts(tok, 6, seed=14) + [_prompts(tok, 1, seed=15)[0]] * 3
+    hf, en = _both(model, tok, prompts, max_new_tokens=8, batch_size=4)
+    _assert_same(hf, en)
+    eng = engine_for(model, tok)
+    eng.padded_decode = True
+    hf, en = _both(model, tok, prompts, max_new_tokens=8, batch_size=4)
+    _assert_same(hf, en)

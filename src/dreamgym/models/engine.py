@@ -27,6 +27,7 @@ The LoRA adapter is whatever peft has active in the model's modules (no merge, n
 
 from __future__ import annotations
 
+import logging
 import time
 import weakref
 from contextlib import contextmanager
@@ -35,6 +36,9 @@ from typing import Any, Hashable
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+log = logging.getLogger(__name__)
 
 __all__ = ["KVEngine", "engine_for", "engine_supports"]
 
@@ -247,8 +251,10 @@ class KVEngine:
         if a == b:
             return
         idx, rev = torch.tensor([a, b], device=self.K.device), torch.tensor([b, a], device=self.K.device)
-        self.K[:, idx] = self.K[:, rev]
-        self.V[:, idx] = self.V[:, rev]
+        L = max(len(self.tokens[a]), len(self.tokens[b]), int(self.lengths[a]), int(self.lengths[b])) + 1
+        L = min(L, self.K.shape[3])  # only the filled positions move (+1: a padded decode's write slot)
+        self.K[:, idx, :, :L] = self.K[:, rev, :, :L]
+        self.V[:, idx, :, :L] = self.V[:, rev, :, :L]
         self.lengths[idx] = self.lengths[rev]
         self.tokens[a], self.tokens[b] = self.tokens[b], self.tokens[a]
         self.owner[a], self.owner[b] = self.owner[b], self.owner[a]
@@ -407,7 +413,7 @@ class KVEngine:
                 Kc, Vc = self.K[layer, rows[0]:rows[0] + b, :, :Lk], self.V[layer, rows[0]:rows[0] + b, :, :Lk]
             else:
                 Kc, Vc = self.K[layer, row_t, :, :Lk], self.V[layer, row_t, :, :Lk]
-            return _sdpa(q, Kc, Vc, mask[:, None], self.n_heads != self.n_kv)
+            return _sdpa(q, Kc, Vc, mask[:, None])
 
         h = self._forward(ids, pos, attend)
         last = valid.sum(1) - 1
@@ -436,7 +442,7 @@ class KVEngine:
         def attend(layer: int, q, k, v):
             self.K[layer, rows, :, pos] = k[:, :, 0]
             self.V[layer, rows, :, pos] = v[:, :, 0]
-            return _sdpa(q, self.K[layer, :a, :, :Lk], self.V[layer, :a, :, :Lk], mask, self.n_heads != self.n_kv)
+            return _sdpa(q, self.K[layer, :a, :, :Lk], self.V[layer, :a, :, :Lk], mask)
 
         h = self._forward(ids[:, None], pos[:, None], attend)
         return self.core.lm_head(self.core.model.norm(h[:, 0]))
@@ -468,8 +474,14 @@ class KVEngine:
                     self._step_eager(static_ids, static_pos, width, C)
             torch.cuda.current_stream().wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                static_out = self._step_eager(static_ids, static_pos, width, C)
+            try:
+                with torch.cuda.graph(graph):
+                    static_out = self._step_eager(static_ids, static_pos, width, C)
+            except Exception as e:  # noqa: BLE001 -- a kernel that cannot be captured: decode eagerly from now on
+                log.warning("KVEngine: CUDA graph capture failed (%s); decoding without graphs", str(e).splitlines()[0])
+                self.cuda_graphs = False
+                torch.cuda.synchronize()
+                return self._step(ids, a)
             g = self._graphs[(width, C)] = (graph, static_ids, static_pos, static_out)
             self.timing["capture_s"] += time.perf_counter() - t0
         graph, static_ids, static_pos, static_out = g
@@ -533,8 +545,22 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
-def _sdpa(q, k, v, mask, gqa: bool) -> torch.Tensor:
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Attention of q (b, H, T, D) over k, v (b, Hkv, L, D) with a boolean mask (b, 1, T, L). Grouped-query
+    heads are folded into the query length, (b, Hkv, G*T, D), so K/V are never expanded to H heads (the
+    kernels' own GQA support may copy K/V over the whole cache each step)."""
+    b, H, T, D = q.shape
+    n_kv, L = k.shape[1], k.shape[2]
+    G = H // n_kv
+    if G > 1:  # query head h = j * G + g attends with KV head j (HF's repeat_kv order)
+        q = q.reshape(b, n_kv, G * T, D)
+        mask = mask[:, :, None].expand(b, 1, G, T, L).reshape(b, 1, G * T, L)
+    if q.is_cuda:  # cuDNN attention failed inside CUDA-graph capture (CUDNN_STATUS_INTERNAL_ERROR, torch 2.11)
+        with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]):
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return out.reshape(b, H, T, D)
 
 
 def _top_p(probs: torch.Tensor, top_p: float) -> torch.Tensor:
