@@ -168,7 +168,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.quick:
-        batches, turns, new_tokens, obs_chars = [8], 3, 8, 300
+        batches, turns, new_tokens, obs_chars = [8], 3, 8, 200
     else:
         batches = args.batches or ([1, 16, 64, 256] if args.device == "cuda" else [1, 16, 64])
         turns, new_tokens, obs_chars = args.turns, args.new_tokens, args.obs_chars
@@ -178,7 +178,7 @@ def main() -> None:
     print(f"# rollout benchmark: {type(model).__name__} {sum(p.numel() for p in model.parameters()) / 1e6:.0f}M "
           f"{next(model.parameters()).dtype}, {dev}; {turns} turns, {new_tokens} new tokens/turn max, "
           f"groups of {GROUP}, observations {obs_chars} chars")
-    listed = 8 if args.quick else 30
+    listed = 5 if args.quick else 30
     measure(model, tok, tasks, recordings, min(batches), 1, 4, obs_chars, "engine", listed)  # warm-up (allocation, kernels)
     print(f"{'B':>4} {'hf tok/s':>9} {'engine tok/s':>12} {'speedup':>8} {'same tokens':>11} {'max |dlogp|':>11} "
           f"{'ctx tokens':>10}")

@@ -329,6 +329,55 @@ def evaluate(
     print(summary["run_dir"])
 
 
+@app.command()
+def quickstart(
+    overrides: Overrides = None,
+    config: Configs = None,
+    run_dir: RunDirOpt = None,
+    seed: SeedOpt = None,
+    env: EnvOpt = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue the run in --run-dir (finished steps are kept)")] = False,
+):
+    """The whole loop at smoke scale: collect, buffer, experience model, SFT warm start, S2R, real-only RL at the
+    same real budget, evaluations and report.md (~20 minutes on a 2-core CPU with the embedded model)."""
+    from dreamgym.config.quickstart import QuickstartConfig
+    from dreamgym.pipelines.quickstart import quickstart as run
+
+    if resume and run_dir is None:
+        raise typer.BadParameter("--resume needs --run-dir")
+    cfg = _load(QuickstartConfig, config, overrides, resume_dir=run_dir if resume else None, seed=seed,
+                **{"env.name": env})
+    summary = run(cfg, run_dir=run_dir, resume=resume)
+    for name, r in summary["rows"].items():
+        lo, hi = r["success_rate_ci95"]
+        console.print(f"{name:>15}: success {r['success_rate']:.3f} [{lo:.3f}, {hi:.3f}]  reward {r['mean_reward']:.3f}")
+    console.print(f"report: {summary['report']}")
+    print(summary["run_dir"])
+
+
+@app.command()
+def sweep(
+    overrides: Overrides = None,
+    config: Configs = None,
+    run_dir: RunDirOpt = None,
+    seed: SeedOpt = None,
+    data: Annotated[Optional[list[Path]], typer.Option("--data", help="held-out real trajectory JSON lines (repeatable; target eval-world-model)")] = None,
+    world_model: Annotated[Optional[str], typer.Option("--world-model", help="adapter dir or fit-world-model run dir (default: the base model)")] = None,
+    no_reasoning_model: Annotated[Optional[str], typer.Option("--no-reasoning-model", help="adapter for points with reasoning off (default: --world-model, no-reasoning prompt)")] = None,
+    buffer: Annotated[Optional[Path], typer.Option("--buffer", help="replay buffer dir for retrieval (re-embedded in memory for other encoders)")] = None,
+    policy: Annotated[Optional[str], typer.Option("--policy", help="target train-policy: warm start (base, sft, a run dir or adapter)")] = None,
+):
+    """Sensitivity sweep: one table of fidelity-audit metrics (or policy results, target=train-policy) over
+    k, history length, reasoning, retrieval encoder, lambda, ... (config `axes`)."""
+    from dreamgym.pipelines.sweep import sweep as run
+
+    cfg = _load(C.SweepConfig, config, overrides, seed=seed)
+    s = run(cfg, data or [], world_model=world_model, no_reasoning_model=no_reasoning_model, buffer_dir=buffer,
+            policy=policy, run_dir=run_dir)
+    console.print(s["table_md"].rstrip())
+    print(s["run_dir"])
+
+
 def main() -> None:
     """Console-script entry point: user errors become one red line and exit code 2."""
     from dreamgym.errors import USER_ERRORS
