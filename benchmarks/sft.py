@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dreamgym.config import EnvConfig, FitWorldModelConfig
+from dreamgym.config import EnvConfig, FitWorldModelConfig, load_config
 from dreamgym.experience.sft_data import SFTDataModule, SFTExample, trajectory_records
 
 warnings.filterwarnings("ignore", message=".*(LeafSpec|is_gradient_checkpointing).*")  # third-party chatter
@@ -193,22 +193,26 @@ def main(argv: list[str] | None = None) -> float:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--quick", action="store_true", help="tiny-random model, 6 examples (< 1 min on 2 CPU cores)")
-    ap.add_argument("--model", default=None, help="model.name (default smollm2-135m; tiny-random with --quick)")
+    ap.add_argument("--model", default=None, help="model.name (default: the config's, smollm2-135m; tiny-random "
+                    "with --quick)")
     ap.add_argument("--examples", type=int, default=None, help="examples trained on per round (default 4; quick 6)")
     ap.add_argument("--batch-size", type=int, default=None, help="examples per batch (default 2; quick 3)")
     ap.add_argument("--rounds", type=int, default=None, help="alternating epochs per path (default 1; quick 2)")
     ap.add_argument("--episodes", type=int, default=None, help="oracle + random WebShop episodes giving the records "
                     "(default 8; quick 4)")
+    ap.add_argument("--config", "-c", action="append", default=[],
+                    help="fit-world-model preset(s) for the prompt and LoRA (e.g. configs/world_model/debug.yaml)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch default)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     quick = args.quick
-    model = args.model or ("tiny-random" if quick else "smollm2-135m")
+    cfg = load_config(FitWorldModelConfig, args.config, [])
+    model = args.model or ("tiny-random" if quick else cfg.model.name)
     examples = args.examples or (6 if quick else 4)
     batch = args.batch_size or (3 if quick else 2)
     rounds = args.rounds or (2 if quick else 1)
-    plain, ours = run(model, args.device, examples, batch, rounds, args.episodes or (4 if quick else 8))
+    plain, ours = run(model, args.device, examples, batch, rounds, args.episodes or (4 if quick else 8), cfg)
     speedup = ours.tokens_per_s / max(plain.tokens_per_s, 1e-9)
     print(f"sft useful tokens/s speedup vs plain loop: {speedup:.2f}x")
     return speedup

@@ -28,8 +28,8 @@ def _load(name: str):
 
 def test_sft_benchmark_same_work_both_paths_and_last_line(capsys):
     sft = _load("sft")
-    speedup = sft.main(["--model", "tiny-random", "--examples", "2", "--batch-size", "2", "--rounds", "1",
-                        "--episodes", "1"])
+    speedup = sft.main(["--config", "configs/world_model/debug.yaml", "--examples", "2", "--batch-size", "2",
+                        "--rounds", "1", "--episodes", "1"])     # debug preset: tiny-random, short prompts
     lines = capsys.readouterr().out.strip().splitlines()
     assert re.fullmatch(r"sft useful tokens/s speedup vs plain loop: \d+\.\d\dx", lines[-1])
     assert speedup > 0
