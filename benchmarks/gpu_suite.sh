@@ -17,4 +17,8 @@ export PYTHONPATH=$PWD/src:$PWD:$SITE${PYTHONPATH:+:$PYTHONPATH}
   python -m pytest -q -p no:cacheprovider -m gpu tests/test_engine.py 2>&1 | tail -3
   python benchmarks/rollout.py --device cuda --profile ${ROLLOUT_ARGS:-} 2>&1 | grep -v -i warn
   python benchmarks/rollout.py --device cuda --dtype float32 --batches 16 2>&1 | grep -v -i warn
+  python benchmarks/sft.py --device cuda 2>&1 | grep -v -i warn | tail -12
+  python benchmarks/synthetic_env.py --device cuda 2>&1 | grep -v -i warn | tail -12
+  # needs bitsandbytes (wheels/bitsandbytes-0.50.2-py3-none-manylinux_2_24_x86_64.whl, 41 MiB)
+  python -c "import bitsandbytes" 2>/dev/null && python benchmarks/memory_qlora.py 2>&1 | grep -v -i warn | tail -20
 } 2>&1 | tee "$LOG"
