@@ -55,3 +55,19 @@ def test_markdown_table_and_bars(tmp_path):
     y = 50 + 40 + 3  # inside the oracle bar (above its whisker line): filled up to its rate (1.0)
     assert img.getpixel((300 + span - 5, y)) == (70, 120, 190)
     assert img.getpixel((300 + int(span * 0.25) + 5, 50 + 3)) == (255, 255, 255)
+
+
+def test_cpu_study_and_quickstart_presets_load():
+    """Every step config the quickstart would build from the shipped presets loads (typos fail here)."""
+    from dreamgym.config import FitWorldModelConfig, S2RConfig, SFTPolicyConfig, load_config
+    from dreamgym.config.quickstart import QuickstartConfig
+    from dreamgym.pipelines.quickstart import _check_same_layout, resolve_preset
+
+    for files in ([], ["configs/cpu_study.yaml"]):
+        cfg = load_config(QuickstartConfig, files, [])
+        wm = load_config(FitWorldModelConfig, [resolve_preset(f) for f in cfg.world_model_presets], cfg.world_model_overrides)
+        sft = load_config(SFTPolicyConfig, [resolve_preset(f) for f in cfg.sft_presets], cfg.sft_overrides)
+        rl = load_config(S2RConfig, [resolve_preset(f) for f in cfg.rl_presets], cfg.rl_overrides)
+        _check_same_layout(sft, rl)
+        assert rl.synthetic.prompt == wm.prompt, "the synthetic env prompts the experience model as it was trained"
+        assert rl.rollout.action_space == "choice" and rl.model.name == "smollm2-135m"
