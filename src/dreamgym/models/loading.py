@@ -111,6 +111,10 @@ def load_tokenizer(cfg: ModelConfig) -> Any:
         source: str | Path = _smollm2_tokenizer_dir(cfg.cache_dir)
     else:
         source = _model_source(cfg)
+        if isinstance(source, Path) and (source / "dreamgym_tokenizer.json").is_file():  # architecture-only folder
+            from dreamgym.models.architectures import tokenizer_dir
+
+            source = tokenizer_dir(source, cfg.cache_dir) or _smollm2_tokenizer_dir(cfg.cache_dir)
     try:
         tok = AutoTokenizer.from_pretrained(source, local_files_only=True)
     except OSError as e:
