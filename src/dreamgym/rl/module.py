@@ -76,10 +76,8 @@ class PolicyRL(L.LightningModule):
         a = self.cfg.algo
         batch = self._to_device(batch)
         prefix = "ppo/" if a.name == "ppo" else "grpo/"
-        with torch.no_grad():
-            old_logp, _, old_values = policy_forward(self.model, batch.input_ids, batch.attention_mask,
-                                                     batch.response_mask, self.value_head, **self._scoring(batch))
-            ref_logp = self._reference_logp(batch) if a.kl_coef > 0 else None
+        old_logp, old_values = self._score(batch, reference=False)
+        ref_logp = self._reference_logp(batch) if a.kl_coef > 0 else None
         adv, returns, keep, extra = self._advantages(batch, old_values)
         stats: dict[str, float] = {f"{prefix}{k}": v for k, v in extra.items()}
         rows = keep.nonzero(as_tuple=True)[0]
@@ -152,11 +150,24 @@ class PolicyRL(L.LightningModule):
         return loss, stats
 
     def _reference_logp(self, batch: RolloutBatch) -> torch.Tensor:
-        ctx = self.model.disable_adapter() if hasattr(self.model, "disable_adapter") else contextlib.nullcontext()
-        with ctx:
-            ref, _, _ = policy_forward(self.model, batch.input_ids, batch.attention_mask, batch.response_mask,
-                                       **self._scoring(batch))
-        return ref
+        return self._score(batch, reference=True)[0]
+
+    def _score(self, batch: RolloutBatch, reference: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """No-grad log-probs (and values) of the whole batch under the current policy, or the reference (the
+        adapter disabled), one minibatch at a time: peak memory is one minibatch's, not the iteration's."""
+        ctx = (self.model.disable_adapter() if reference and hasattr(self.model, "disable_adapter")
+               else contextlib.nullcontext())
+        size = max(1, self.cfg.algo.minibatch_size)
+        logps, values = [], []
+        with torch.no_grad(), ctx:
+            for start in range(0, len(batch), size):
+                rows = torch.arange(start, min(len(batch), start + size), device=batch.input_ids.device)
+                lp, _, v = policy_forward(self.model, batch.input_ids[rows], batch.attention_mask[rows],
+                                          batch.response_mask[rows], None if reference else self.value_head,
+                                          **self._scoring(batch, rows))
+                logps.append(lp)
+                values.append(v)
+        return torch.cat(logps), (torch.cat(values) if values[0] is not None else None)
 
     def _set_lr(self, opt) -> float:
         """algo.lr, or with anneal_lr its linear decay: lr * (1 - iteration / max_iterations)."""
