@@ -374,7 +374,7 @@ def sweep(
     cfg = _load(C.SweepConfig, config, overrides, seed=seed)
     s = run(cfg, data or [], world_model=world_model, no_reasoning_model=no_reasoning_model, buffer_dir=buffer,
             policy=policy, run_dir=run_dir)
-    console.print(s["table_md"].rstrip())
+    console.print(s["table_md"].rstrip(), soft_wrap=True, markup=False, highlight=False)
     print(s["run_dir"])
 
 

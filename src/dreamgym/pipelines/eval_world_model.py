@@ -33,7 +33,7 @@ from dreamgym.metrics import check_metric_names
 from dreamgym.runs import RunDir
 from dreamgym.types import read_trajectories
 
-__all__ = ["eval_world_model", "TB_KEYS"]
+__all__ = ["eval_world_model", "load_held_out", "build_audit_model", "mode_predictor", "TB_KEYS"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ TB_KEYS: tuple[str, ...] = (
     "next_state_exact_match_deterministic", "next_state_exact_match_other", "next_state_similarity_deterministic",
     "next_state_similarity_other", "parse_fail_rate", "transitions_per_s", "tokens_per_s", "output_tokens")
 """summary keys logged as `wm/<key>` scalars (plus `wm/parse_fail/<reason>`)"""
+_SAME = object()     # mode_predictor's default buffer: the base predictor's
 
 
 def eval_world_model(cfg: EvalWorldModelConfig, data: list[Path], world_model: str | Path | None = None,
@@ -56,13 +57,7 @@ def eval_world_model(cfg: EvalWorldModelConfig, data: list[Path], world_model: s
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     with run.phase("load"):
-        records, skipped, trajectory_ids = _read(data, run)
-        total = len(records)
-        keep = stratified_sample([bool(r["done"]) for r in records], cfg.max_transitions, cfg.terminal_share,
-                                 cfg.seed)
-        records = [records[i] for i in keep]
-        if not records:
-            raise DreamGymError(f"{', '.join(map(str, data))}: no real transitions to audit")
+        records, skipped, trajectory_ids, total = load_held_out(cfg, data, run)
         buffer = _load_buffer(buffer_dir) if buffer_dir is not None else None
         in_buffer = _held_out_in_buffer(buffer, trajectory_ids)
         from dreamgym.replay.embed import build_encoder
@@ -98,7 +93,7 @@ def eval_world_model(cfg: EvalWorldModelConfig, data: list[Path], world_model: s
                     with run.phase("load"):
                         models[model_key] = _build(cfg, world_model if model_key == "world" else no_reasoning_model,
                                                    buffer)
-                predictor = _mode_predictor(models[model_key], cfg, retrieval=settings[1], reasoning=settings[2])
+                predictor = mode_predictor(models[model_key], cfg, retrieval=settings[1], reasoning=settings[2])
                 with run.phase(f"predict_{mode}"):
                     metrics, preds = run_audit(
                         predictor, records, encoder, reward_tolerance=cfg.reward_tolerance,
@@ -128,6 +123,37 @@ def eval_world_model(cfg: EvalWorldModelConfig, data: list[Path], world_model: s
         synthetic_transitions=len(records) * len(computed), tokens_trained=0,
         gpu_hours=round(predict_s / 3600, 6) if on_gpu else 0.0)
     return summary
+
+
+def load_held_out(cfg: EvalWorldModelConfig, data: list[Path], run: RunDir) -> tuple[list[dict], int, set[str], int]:
+    """The audited transitions: a seeded sample (`cfg.max_transitions`, `cfg.terminal_share`) of the real
+    transitions of `data`. Returns (records, skipped synthetic trajectories, audited trajectory ids,
+    transitions available before sampling). `dreamgym sweep` scores every point on the same sample."""
+    records, skipped, trajectory_ids = _read(data, run)
+    total = len(records)
+    keep = stratified_sample([bool(r["done"]) for r in records], cfg.max_transitions, cfg.terminal_share, cfg.seed)
+    records = [records[i] for i in keep]
+    if not records:
+        raise DreamGymError(f"{', '.join(map(str, data))}: no real transitions to audit")
+    return records, skipped, trajectory_ids, total
+
+
+def build_audit_model(cfg: EvalWorldModelConfig, adapter: str | Path | None, buffer) -> ExperiencePredictor:
+    """The experience model (base + `adapter`, None = the base alone) as the synthetic env loads it."""
+    return _build(cfg, adapter, buffer)
+
+
+def mode_predictor(base: ExperiencePredictor, cfg: EvalWorldModelConfig, retrieval: bool, reasoning: bool,
+                   buffer=_SAME) -> ExperiencePredictor:
+    """A fresh predictor (own counters) on `base`'s loaded model with these switches, `cfg.synthetic`'s
+    prompt and generation settings, and `buffer` (default: `base`'s)."""
+    prompt = dataclasses.replace(cfg.synthetic.prompt, reasoning=reasoning)
+    s = cfg.synthetic
+    settings = dataclasses.replace(base.settings, max_new_tokens=s.max_new_tokens, do_sample=s.do_sample,
+                                   temperature=s.temperature, batch_size=s.batch_size)
+    return ExperiencePredictor(base.model, base.tokenizer, prompt, settings,
+                               buffer=base.buffer if buffer is _SAME else buffer, retrieval=retrieval,
+                               reasoning=reasoning, seed=s.seed if s.do_sample else None, stats=ParseStats())
 
 
 # -- internals ---------------------------------------------------------------------------------
@@ -167,14 +193,6 @@ def _build(cfg: EvalWorldModelConfig, adapter: str | Path | None, buffer) -> Exp
     from dreamgym.experience.synthetic_env import build_predictor
 
     return build_predictor(cfg.synthetic, str(adapter) if adapter is not None else None, buffer)
-
-
-def _mode_predictor(base: ExperiencePredictor, cfg: EvalWorldModelConfig, retrieval: bool,
-                    reasoning: bool) -> ExperiencePredictor:
-    """A fresh predictor (own counters) on the loaded model with this mode's switches."""
-    prompt = dataclasses.replace(cfg.synthetic.prompt, reasoning=reasoning)
-    return ExperiencePredictor(base.model, base.tokenizer, prompt, base.settings, buffer=base.buffer,
-                               retrieval=retrieval, reasoning=reasoning, seed=base.seed, stats=ParseStats())
 
 
 def _log_tensorboard(writer, metrics: dict, samples: str) -> None:

@@ -107,8 +107,10 @@ class ReplayBuffer:
                 raise ValueError(f"embeddings shape {embeddings.shape}, expected ({len(transitions)}, {self.dim})")
             vecs = embeddings[fresh]
         else:
-            vecs = self._encode([key_text(transitions[i].state, transitions[i].action, self.key_state_chars)
-                                 for i in fresh])
+            texts = [key_text(transitions[i].state, transitions[i].action, self.key_state_chars) for i in fresh]
+            if texts and getattr(self.encoder, "fitted", True) is False:   # bm25: corpus stats from the first add
+                self.encoder.fit(texts)
+            vecs = self._encode(texts)
         for label, t in promote.items():                           # nothing is mutated before encoding succeeded
             self._forget(label)
             self._remember(label, t)
@@ -233,6 +235,8 @@ class ReplayBuffer:
             raise BufferFileError(f"{d / 'meta.json'}: buffer built with encoder {meta['encoder']!r} (dim {meta['dim']}), "
                                   f"not {encoder.name!r} (dim {encoder.dim}); set replay.encoder={meta['encoder']} "
                                   "or rebuild the buffer")
+        if meta.get("encoder_state") is not None and hasattr(encoder, "load_state_dict"):
+            encoder.load_state_dict(meta["encoder_state"])     # bm25's fitted IDF: queries weighted as the keys
         buf = cls(encoder, cfg, seed=meta.get("seed", 100))
         buf._index = hnswlib.Index(space="cosine", dim=buf.dim)
         try:
@@ -334,6 +338,7 @@ class ReplayBuffer:
                 "next_label": self._next_label, "index_elements": self._index.element_count,
                 "index_capacity": self._index.max_elements, "counts": self.counts(), "files": files,
                 "config": {**self.cfg.__dict__, "ef_search": self.ef_search},
+                "encoder_state": self.encoder.state_dict() if hasattr(self.encoder, "state_dict") else None,
                 "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 

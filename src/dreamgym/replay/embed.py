@@ -9,6 +9,9 @@ return float32 arrays `(N, dim)` with unit L2 norm rows (cosine similarity = dot
 - any local sentence-transformers model folder: `replay.encoder=/path/to/model`.
 - `hashing`: a deterministic hashed bag of word uni- and bigrams, no model at all; for tests, debug
   presets and machines without the model package. Far weaker semantically: not for real runs.
+- `bm25`: a lexical retriever as vectors: hashed words weighted by BM25 (saturated term frequency x
+  IDF); the IDF and mean length are fitted on the first texts a buffer stores and saved with it. The
+  classic sparse baseline against MiniLM (`dreamgym sweep` compares them).
 
 Folders made of Transformer + Pooling (+ Normalize) modules, as MiniLM's, run through `transformers`
 directly (same numbers as sentence-transformers, a few seconds less import time); other module
@@ -32,6 +35,7 @@ __all__ = [
     "Encoder",
     "EncoderError",
     "HashingEncoder",
+    "BM25Encoder",
     "SentenceEncoder",
     "build_encoder",
     "key_text",
@@ -59,6 +63,11 @@ class Encoder(Protocol):
     def encode(self, texts: list[str]) -> np.ndarray:
         """texts -> float32 (N, dim), rows of unit L2 norm."""
         ...
+
+
+# Encoders with corpus statistics (bm25) also have `fitted`, `fit(texts)`, `state_dict()` and
+# `load_state_dict(state)`: the buffer fits them on the texts of its first `add` and keeps the fit
+# in meta.json (`encoder_state`), so stored keys and later queries are weighted alike.
 
 
 def key_text(state: str, action: str, max_state_chars: int = DEFAULT_KEY_STATE_CHARS) -> str:
@@ -91,16 +100,19 @@ def minilm_path() -> Path:
 
 def build_encoder(name: str = "minilm", device: str = "cpu", batch_size: int = 64,
                   hashing_dim: int = 384, max_seq_length: int | None = None) -> Encoder:
-    """`minilm` | `hashing` | a local sentence-transformers folder -> an Encoder."""
+    """`minilm` | `hashing` | `bm25` | a local sentence-transformers folder -> an Encoder. The two
+    lexical ones (`hashing`, `bm25`) are `hashing_dim` wide."""
     if name == "hashing":
         return HashingEncoder(dim=hashing_dim)
+    if name == "bm25":
+        return BM25Encoder(dim=hashing_dim)
     if name == "minilm":
         return SentenceEncoder(minilm_path(), name="minilm", device=device, batch_size=batch_size,
                                max_seq_length=max_seq_length)
     path = Path(name).expanduser()
     if not path.is_dir():
-        raise EncoderError(f"replay.encoder: {name!r} is neither 'minilm', 'hashing' nor a local model "
-                           "folder (models are never downloaded: give the folder of a sentence-transformers model)")
+        raise EncoderError(f"replay.encoder: {name!r} is neither 'minilm', 'hashing', 'bm25' nor a local "
+                           "model folder (models are never downloaded: give the folder of a sentence-transformers model)")
     return SentenceEncoder(path, name=name, device=device, batch_size=batch_size, max_seq_length=max_seq_length)
 
 
@@ -128,6 +140,73 @@ class HashingEncoder:
             for j, c in counts.items():
                 out[i, j] = np.sign(c) * np.log1p(abs(c))
         return _normalize(out)
+
+
+class BM25Encoder:
+    """BM25 as dense vectors: hashed (CRC32, unsigned) lowercase word unigrams and bigrams, feature f of
+    text d weighted idf(f) * tf(f, d) * (k1 + 1) / (tf(f, d) + k1 * (1 - b + b * |d| / avglen)), with
+    idf(f) = ln(1 + (N - df(f) + 0.5) / (df(f) + 0.5)) over the N fitted texts and |d| = word count;
+    rows L2 normalised, so the cosine of two texts is a length-normalised BM25 overlap (queries are
+    weighted like documents). `fit` sets N, df and avglen once; until then idf = 1 and avglen = |d|
+    (plain saturated term frequency). `state_dict`/`load_state_dict` carry the fit (meta.json)."""
+
+    name = "bm25"
+
+    def __init__(self, dim: int = 384, k1: float = 1.2, b: float = 0.75, bigrams: bool = True):
+        if dim < 8:
+            raise EncoderError(f"replay.hashing_dim: got {dim}, expected at least 8 (bm25 encoder width)")
+        self.dim, self.k1, self.b, self.bigrams = int(dim), float(k1), float(b), bool(bigrams)
+        self.n_docs, self.avglen = 0, 0.0
+        self.idf = np.ones(self.dim, dtype=np.float64)
+        self._df: dict[int, int] = {}
+
+    @property
+    def fitted(self) -> bool:
+        return self.n_docs > 0
+
+    def fit(self, texts: list[str]) -> "BM25Encoder":
+        """Document frequencies (per hashed feature), N and mean word count of `texts`."""
+        df: dict[int, int] = {}
+        lengths = []
+        for text in texts:
+            words, buckets = self._features(text)
+            lengths.append(len(words))
+            for j in set(buckets):
+                df[j] = df.get(j, 0) + 1
+        self._set(len(texts), float(np.mean(lengths)) if lengths else 0.0, df)
+        return self
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float64)
+        for i, text in enumerate(texts):
+            words, buckets = self._features(text)
+            if not buckets:
+                continue
+            tf = np.bincount(buckets, minlength=self.dim).astype(np.float64)
+            avglen = self.avglen if self.fitted and self.avglen > 0 else max(len(words), 1)
+            norm = self.k1 * (1.0 - self.b + self.b * len(words) / avglen)
+            out[i] = self.idf * tf * (self.k1 + 1.0) / (tf + norm)
+        return _normalize(out)
+
+    def state_dict(self) -> dict:
+        return {"n_docs": self.n_docs, "avglen": self.avglen, "k1": self.k1, "b": self.b, "bigrams": self.bigrams,
+                "df": {str(j): c for j, c in sorted(self._df.items())}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.k1, self.b, self.bigrams = float(state["k1"]), float(state["b"]), bool(state["bigrams"])
+        self._set(int(state["n_docs"]), float(state["avglen"]), {int(j): int(c) for j, c in state["df"].items()})
+
+    def _set(self, n_docs: int, avglen: float, df: dict[int, int]) -> None:
+        self.n_docs, self.avglen, self._df = n_docs, avglen, df
+        counts = np.zeros(self.dim, dtype=np.float64)
+        for j, c in df.items():
+            counts[j] = c
+        self.idf = np.log1p((n_docs - counts + 0.5) / (counts + 0.5)) if n_docs else np.ones(self.dim)
+
+    def _features(self, text: str) -> tuple[list[str], list[int]]:
+        words = _WORD.findall(text.lower())
+        feats = words + ([a + " " + b for a, b in zip(words, words[1:])] if self.bigrams else [])
+        return words, [zlib.crc32(f.encode("utf-8")) % self.dim for f in feats]
 
 
 class SentenceEncoder:
