@@ -213,3 +213,18 @@ def test_grouped_query_attention_matches_hf():
     eng.padded_decode = True
     hf, en = _both(model, tok, prompts, max_new_tokens=8, batch_size=4)
     _assert_same(hf, en)
+
+
+def test_pick_tokens_and_top_p_exact():
+    from dreamgym.models.sampling import pick_tokens, top_p_filter
+
+    logits = torch.tensor([[0.0, 2.0, 1.0, -1.0], [3.0, 0.0, 0.0, 1.0]])
+    ids, lps = pick_tokens(logits, [None, [1, 3]], temperature=1.0, do_sample=False)
+    assert ids == [1, 3]  # row 1: the best *allowed* id
+    assert lps[0] == pytest.approx(2.0 - torch.logsumexp(logits[0], 0).item(), abs=1e-6)
+    assert lps[1] == pytest.approx(1.0 - torch.logsumexp(torch.tensor([0.0, 1.0]), 0).item(), abs=1e-6)
+    ids, lps = pick_tokens(logits, [[2], None], temperature=0.5, do_sample=True)
+    assert ids[0] == 2 and lps[0] == 0.0  # a forced choice has log-prob exactly 0
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    torch.testing.assert_close(top_p_filter(probs, 0.8), torch.tensor([[0.5, 0.3, 0.0, 0.0]]))
+    torch.testing.assert_close(top_p_filter(probs, 0.81), torch.tensor([[0.5, 0.3, 0.15, 0.0]]))

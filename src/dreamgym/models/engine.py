@@ -35,27 +35,16 @@ from dataclasses import dataclass
 from typing import Any, Hashable
 
 import torch
-import torch.nn.functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from dreamgym.models.sampling import pick_tokens
+from dreamgym.models.decoder import SUPPORTED_MODEL_TYPES, core_model, decoder_forward, grouped_attention, supports
 
 log = logging.getLogger(__name__)
 
 __all__ = ["KVEngine", "engine_for", "engine_supports"]
 
-SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "qwen3", "mistral")
-
-
-def engine_supports(model: Any) -> bool:
-    """True for decoders the engine runs natively (else callers use HF `generate`)."""
-    core = _core(model)
-    cfg = getattr(core, "config", None)
-    if cfg is None or getattr(cfg, "model_type", None) not in SUPPORTED_MODEL_TYPES:
-        return False
-    if getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True) \
-            and cfg.model_type == "mistral":
-        return False
-    inner = getattr(core, "model", None)
-    return all(hasattr(inner, a) for a in ("embed_tokens", "layers", "norm", "rotary_emb")) and hasattr(core, "lm_head")
+engine_supports = supports
+"""True for decoders the engine runs natively (else callers use HF `generate`)"""
 
 
 _ENGINES: "weakref.WeakKeyDictionary[Any, KVEngine]" = weakref.WeakKeyDictionary()
@@ -86,9 +75,9 @@ class KVEngine:
 
     def __init__(self, model: Any, tokenizer: Any, max_cache_bytes: int | None = None, cuda_graphs: bool = True):
         if not engine_supports(model):
-            raise ValueError(f"KVEngine: model type {getattr(_core(model).config, 'model_type', '?')!r} is not "
+            raise ValueError(f"KVEngine: model type {getattr(core_model(model).config, 'model_type', '?')!r} is not "
                              f"supported (expected one of {SUPPORTED_MODEL_TYPES})")
-        self.model, self.core = model, _core(model)
+        self.model, self.core = model, core_model(model)
         self.tokenizer = tokenizer
         c = self.core.config
         self.n_layers = c.num_hidden_layers
@@ -320,37 +309,17 @@ class KVEngine:
 
     def _sample_inner(self, logits: torch.Tensor, reqs: list[_Request], temperature: float, settings: Any,
                       generator: torch.Generator | None) -> list[int]:
-        logits = logits.float() / temperature
-        constrained = [i for i, q in enumerate(reqs) if q.trie is not None]
-        allowed_sets = {}
-        if constrained:
-            mask = torch.zeros_like(logits, dtype=torch.bool)
-            mask[constrained] = True  # constrained rows: everything off but their allowed ids
-            for i in constrained:
-                a = reqs[i].trie.allowed(reqs[i].ids) or [0]
-                allowed_sets[i] = a
-                mask[i, a] = False
-            logits = logits.masked_fill(mask, float("-inf"))
-        logp = torch.log_softmax(logits, dim=-1)
-        if settings.do_sample:
-            probs = logp.exp()
-            if settings.top_p < 1.0:
-                probs = _top_p(probs, settings.top_p)
-            picked = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-        else:
-            picked = logp.argmax(-1)
-        chosen_lp = logp.gather(-1, picked.unsqueeze(-1)).squeeze(-1).tolist()
-        out = picked.tolist()
+        allowed = [(q.trie.allowed(q.ids) or [0]) if q.trie is not None else None for q in reqs]
+        out, chosen_lp = pick_tokens(logits, allowed, temperature, settings.do_sample, settings.top_p, generator)
         stops = set(self._stops)
-        for i, (q, tok, lp) in enumerate(zip(reqs, out, chosen_lp)):
+        for q, tok, lp, a in zip(reqs, out, chosen_lp, allowed):
             q.ids.append(tok)
             q.logprobs.append(lp)
+            q.stopped = tok in stops
             if q.trie is not None:
-                q.allowed.append(allowed_sets[i])
-                q.stopped = tok in stops
+                q.allowed.append(a)
                 q.done = not q.trie.allowed(q.ids) or len(q.ids) >= q.limit
             else:
-                q.stopped = tok in stops
                 q.done = q.stopped or len(q.ids) >= q.limit
         return out
 
@@ -413,9 +382,9 @@ class KVEngine:
                 Kc, Vc = self.K[layer, rows[0]:rows[0] + b, :, :Lk], self.V[layer, rows[0]:rows[0] + b, :, :Lk]
             else:
                 Kc, Vc = self.K[layer, row_t, :, :Lk], self.V[layer, row_t, :, :Lk]
-            return _sdpa(q, Kc, Vc, mask[:, None])
+            return grouped_attention(q, Kc, Vc, mask[:, None])
 
-        h = self._forward(ids, pos, attend)
+        h = decoder_forward(self.core, ids, pos, attend)
         last = valid.sum(1) - 1
         hl = h[torch.arange(b, device=device), last]
         logits = self.core.lm_head(self.core.model.norm(hl))
@@ -442,9 +411,9 @@ class KVEngine:
         def attend(layer: int, q, k, v):
             self.K[layer, rows, :, pos] = k[:, :, 0]
             self.V[layer, rows, :, pos] = v[:, :, 0]
-            return _sdpa(q, self.K[layer, :a, :, :Lk], self.V[layer, :a, :, :Lk], mask)
+            return grouped_attention(q, self.K[layer, :a, :, :Lk], self.V[layer, :a, :, :Lk], mask)
 
-        h = self._forward(ids[:, None], pos[:, None], attend)
+        h = decoder_forward(self.core, ids[:, None], pos[:, None], attend)
         return self.core.lm_head(self.core.model.norm(h[:, 0]))
 
     def _step_padded(self, ids: torch.Tensor, a: int) -> torch.Tensor:
@@ -492,29 +461,6 @@ class KVEngine:
         self.lengths[:a] += 1
         return static_out[:a].clone()
 
-    def _forward(self, ids: torch.Tensor, pos: torch.Tensor, attend) -> torch.Tensor:
-        """The decoder body over (b, T) ids at positions `pos`, attention delegated to `attend`."""
-        m = self.core.model
-        h = m.embed_tokens(ids)
-        cos, sin = m.rotary_emb(h, pos)
-        cos, sin = cos[:, None], sin[:, None]  # (b, 1, T, D)
-        b, T = ids.shape
-        for li, layer in enumerate(m.layers):
-            attn = layer.self_attn
-            x = layer.input_layernorm(h)
-            q = attn.q_proj(x).view(b, T, self.n_heads, self.head_dim)
-            k = attn.k_proj(x).view(b, T, self.n_kv, self.head_dim)
-            v = attn.v_proj(x).view(b, T, self.n_kv, self.head_dim).transpose(1, 2)
-            if hasattr(attn, "q_norm"):
-                q, k = attn.q_norm(q), attn.k_norm(k)
-            q, k = q.transpose(1, 2), k.transpose(1, 2)
-            q = q * cos + _rotate_half(q) * sin
-            k = k * cos + _rotate_half(k) * sin
-            o = attend(li, q, k, v)  # (b, H, T, D)
-            h = h + attn.o_proj(o.transpose(1, 2).reshape(b, T, self.n_heads * self.head_dim))
-            h = h + layer.mlp(layer.post_attention_layernorm(h))
-        return h
-
     @contextmanager
     def _timed(self, key: str):
         if not self.profile:
@@ -535,40 +481,6 @@ class KVEngine:
 
 
 # -- internals ---------------------------------------------------------------------------------
-def _core(model: Any) -> Any:
-    """The causal LM under a peft wrapper (its modules carry the LoRA layers)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
-def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Attention of q (b, H, T, D) over k, v (b, Hkv, L, D) with a boolean mask (b, 1, T, L). Grouped-query
-    heads are folded into the query length, (b, Hkv, G*T, D), so K/V are never expanded to H heads (the
-    kernels' own GQA support may copy K/V over the whole cache each step)."""
-    b, H, T, D = q.shape
-    n_kv, L = k.shape[1], k.shape[2]
-    G = H // n_kv
-    if G > 1:  # query head h = j * G + g attends with KV head j (HF's repeat_kv order)
-        q = q.reshape(b, n_kv, G * T, D)
-        mask = mask[:, :, None].expand(b, 1, G, T, L).reshape(b, 1, G * T, L)
-    if q.is_cuda:  # cuDNN attention failed inside CUDA-graph capture (CUDNN_STATUS_INTERNAL_ERROR, torch 2.11)
-        with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]):
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    else:
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    return out.reshape(b, H, T, D)
-
-
-def _top_p(probs: torch.Tensor, top_p: float) -> torch.Tensor:
-    sorted_p, idx = probs.sort(dim=-1, descending=True)
-    keep = sorted_p.cumsum(-1) - sorted_p < top_p
-    return torch.zeros_like(probs).scatter(-1, idx, sorted_p * keep)
-
-
 def _common_prefix(a: list[int], b: list[int]) -> int:
     """Length of the longest common prefix (binary search over C-speed slice comparisons)."""
     lo, hi = 0, min(len(a), len(b))

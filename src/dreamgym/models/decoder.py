@@ -1,0 +1,87 @@
+"""One forward pass of a Llama-family decoder (Llama, SmolLM2, Qwen2, Qwen3, Mistral without sliding window)
+written out over the HF modules, with attention delegated to the caller, so `models/engine.py` can own the KV
+cache layout. The modules are called as they are: peft's LoRA layers inside them apply (or not, under
+`disable_adapter()`) exactly as in the HF forward. Also: grouped-query attention that never expands K/V."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+__all__ = ["SUPPORTED_MODEL_TYPES", "supports", "core_model", "decoder_forward", "grouped_attention"]
+
+SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "qwen3", "mistral")
+
+
+def supports(model: Any) -> bool:
+    """True for decoders the engine runs natively (else callers use HF `generate`)."""
+    core = core_model(model)
+    cfg = getattr(core, "config", None)
+    if cfg is None or getattr(cfg, "model_type", None) not in SUPPORTED_MODEL_TYPES:
+        return False
+    if getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True) \
+            and cfg.model_type == "mistral":
+        return False
+    inner = getattr(core, "model", None)
+    return all(hasattr(inner, a) for a in ("embed_tokens", "layers", "norm", "rotary_emb")) and hasattr(core, "lm_head")
+
+
+def decoder_forward(core: Any, ids: torch.Tensor, pos: torch.Tensor, attend) -> torch.Tensor:
+    """The decoder body of a Llama-family causal LM over (b, T) ids at positions `pos` (b, T): embeddings,
+    rotary positions, every layer with its attention delegated to `attend(layer, q, k, v)` ((b, H, T, D) q,
+    (b, Hkv, T, D) k and v; returns (b, H, T, D)); the final norm and LM head are the caller's."""
+    c = core.config
+    n_heads = c.num_attention_heads
+    n_kv = getattr(c, "num_key_value_heads", None) or n_heads
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // n_heads
+    m = core.model
+    h = m.embed_tokens(ids)
+    cos, sin = m.rotary_emb(h, pos)
+    cos, sin = cos[:, None], sin[:, None]  # (b, 1, T, D)
+    b, T = ids.shape
+    for li, layer in enumerate(m.layers):
+        attn = layer.self_attn
+        x = layer.input_layernorm(h)
+        q = attn.q_proj(x).view(b, T, n_heads, head_dim)
+        k = attn.k_proj(x).view(b, T, n_kv, head_dim)
+        v = attn.v_proj(x).view(b, T, n_kv, head_dim).transpose(1, 2)
+        if hasattr(attn, "q_norm"):
+            q, k = attn.q_norm(q), attn.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
+        q = q * cos + _rotate_half(q) * sin
+        k = k * cos + _rotate_half(k) * sin
+        o = attend(li, q, k, v)  # (b, H, T, D)
+        h = h + attn.o_proj(o.transpose(1, 2).reshape(b, T, n_heads * head_dim))
+        h = h + layer.mlp(layer.post_attention_layernorm(h))
+    return h
+
+
+def core_model(model: Any) -> Any:
+    """The causal LM under a peft wrapper (its modules carry the LoRA layers)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def grouped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Attention of q (b, H, T, D) over k, v (b, Hkv, L, D) with a boolean mask (b, 1, T, L). Grouped-query
+    heads are folded into the query length, (b, Hkv, G*T, D), so K/V are never expanded to H heads (the
+    kernels' own GQA support may copy K/V over the whole cache each step)."""
+    b, H, T, D = q.shape
+    n_kv, L = k.shape[1], k.shape[2]
+    G = H // n_kv
+    if G > 1:  # query head h = j * G + g attends with KV head j (HF's repeat_kv order)
+        q = q.reshape(b, n_kv, G * T, D)
+        mask = mask[:, :, None].expand(b, 1, G, T, L).reshape(b, 1, G * T, L)
+    if q.is_cuda:  # cuDNN attention failed inside CUDA-graph capture (CUDNN_STATUS_INTERNAL_ERROR, torch 2.11)
+        with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]):
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return out.reshape(b, H, T, D)
