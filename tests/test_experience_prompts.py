@@ -267,3 +267,13 @@ def test_parse_task_variations_plain_lines_and_junk():
     assert parse_task_variations(None) == []                                       # type: ignore[arg-type]
     assert parse_task_variations("1.\n2. \n3. a long enough task line", min_chars=5, max_chars=40) == [
         "a long enough task line"]
+
+
+def test_target_state_clips_only_when_configured():
+    from dreamgym.config import ExperiencePromptConfig
+    from dreamgym.experience.prompts import target_state
+
+    page = "Back to Search [SEP] Page 1 (Total results: 50) [SEP] " + "item " * 200
+    assert target_state(page, ExperiencePromptConfig()) == page
+    clipped = target_state(page, ExperiencePromptConfig(next_state_chars=60))
+    assert len(clipped) <= 60 and clipped.startswith("Back to Search [SEP] Page 1") and " ... " in clipped

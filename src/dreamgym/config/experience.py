@@ -25,6 +25,10 @@ class ExperiencePromptConfig:
     """state and next state of each retrieved demonstration are clipped to this many characters"""
     demos_k: int = 3
     """retrieved demonstrations shown per prompt (the paper's top-k; 0 = no retrieval)"""
+    next_state_chars: int = 0
+    """the next state the model learns to write (and is audited against) is compacted and clipped to this many
+    characters (0 = the whole state): a compact abstract state keeps each synthetic step short; keep it at
+    least the policy's rollout.observation_chars, which is all the policy sees of a page anyway"""
     reasoning: bool = True
     """ask for a <think> reasoning trace before the next state (False = the paper's no-reasoning ablation)"""
     system_prompt: Optional[str] = None

@@ -51,6 +51,7 @@ from dreamgym.config import ExperiencePromptConfig
 from dreamgym.types import Transition
 
 __all__ = [
+    "target_state",
     "PARSE_FAIL_REASONS",
     "REWARD_TOLERANCE",
     "ExperiencePromptConfig",
@@ -159,6 +160,12 @@ def format_reward(reward: float) -> str:
     """Reward as written in prompts and targets: 3 decimals at most, trailing zeros trimmed, one kept."""
     text = f"{round(float(reward), 3) + 0.0:.3f}".rstrip("0")
     return text + "0" if text.endswith(".") else text
+
+
+def target_state(next_state: str, cfg: ExperiencePromptConfig) -> str:
+    """The next state as the model learns to write it: whole, or compacted and clipped to
+    `cfg.next_state_chars` (head 2/3 + " ... " + tail) when that is set."""
+    return _clip(next_state, cfg.next_state_chars) if cfg.next_state_chars else next_state
 
 
 def format_target(next_state: str, reward: float, done: bool, reasoning: str | None = None) -> str:

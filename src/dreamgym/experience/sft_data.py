@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from dreamgym.config import ExperiencePromptConfig, SFTSettings
 from dreamgym.errors import DreamGymError
-from dreamgym.experience.prompts import build_messages, format_target, target_spans
+from dreamgym.experience.prompts import build_messages, format_target, target_spans, target_state
 from dreamgym.models.loading import chat_prompt_ids
 from dreamgym.types import Transition, TrajectoryFileError, read_trajectories
 
@@ -125,7 +125,7 @@ def tokenize_record(rec: dict, tokenizer: Any, prompt: ExperiencePromptConfig, s
     messages = build_messages(rec["instruction"], history, rec["state"], rec["action"], demos, prompt)
     prompt_ids = chat_prompt_ids(tokenizer, messages, add_generation_prompt=True)
     reasoning = rec.get("reasoning") if prompt.reasoning else None
-    target = format_target(rec["next_state"], float(rec["reward"]), bool(rec["done"]), reasoning)
+    target = format_target(target_state(rec["next_state"], prompt), float(rec["reward"]), bool(rec["done"]), reasoning)
     end_ids = end_of_turn_ids(tokenizer) if end_ids is None else end_ids
     enc = tokenizer(target, add_special_tokens=False, return_offsets_mapping=True)
     target_ids, offsets = list(enc["input_ids"]), enc["offset_mapping"]

@@ -28,7 +28,7 @@ from dreamgym.config import EvalWorldModelConfig
 from dreamgym.errors import DreamGymError
 from dreamgym.experience.fidelity import audit_records, run_audit, samples_markdown, stratified_sample
 from dreamgym.experience.predictor import ExperiencePredictor
-from dreamgym.experience.prompts import PARSE_FAIL_REASONS, ParseStats
+from dreamgym.experience.prompts import PARSE_FAIL_REASONS, ParseStats, target_state
 from dreamgym.metrics import check_metric_names
 from dreamgym.runs import RunDir
 from dreamgym.types import read_trajectories
@@ -133,6 +133,8 @@ def load_held_out(cfg: EvalWorldModelConfig, data: list[Path], run: RunDir) -> t
     total = len(records)
     keep = stratified_sample([bool(r["done"]) for r in records], cfg.max_transitions, cfg.terminal_share, cfg.seed)
     records = [records[i] for i in keep]
+    if cfg.synthetic.prompt.next_state_chars:  # audit against the state the model was trained to write
+        records = [{**r, "next_state": target_state(r["next_state"], cfg.synthetic.prompt)} for r in records]
     if not records:
         raise DreamGymError(f"{', '.join(map(str, data))}: no real transitions to audit")
     return records, skipped, trajectory_ids, total
