@@ -228,3 +228,25 @@ def test_pick_tokens_and_top_p_exact():
     probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
     torch.testing.assert_close(top_p_filter(probs, 0.8), torch.tensor([[0.5, 0.3, 0.0, 0.0]]))
     torch.testing.assert_close(top_p_filter(probs, 0.81), torch.tensor([[0.5, 0.3, 0.15, 0.0]]))
+
+
+def test_forced_candidate_tails_skip_decode_steps(tiny):
+    """A candidate whose remaining ids are forced is completed without a decode step per token (and the next
+    turn's prefill feeds the tail): same ids and log-probs as decoding them, far fewer steps."""
+    model, tok = tiny
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    prompts = _prompts(tok, 3, seed=16)
+    long = list(range(100, 140))
+    choices = [[long + [end]], [[7, 8, end], [7, 9, end]], [long + [end], [5, end]]]
+    eng = engine_for(model, tok)
+    before = eng.stats["decode_steps"]
+    settings = GenerationSettings(backend="engine", max_new_tokens=4)
+    en = generate_samples(model, tok, prompts, settings, choices=choices, keys=["x", "y", "z"])
+    hf = generate_samples(model, tok, prompts, GenerationSettings(backend="hf", max_new_tokens=4), choices=choices)
+    _assert_same(hf, en)
+    assert eng.stats["decode_steps"] - before <= 2, "forced tails are appended, not decoded"
+    turn2 = [p + s.ids + [5, 6] for p, s in zip(prompts, en)]
+    hf2 = generate_samples(model, tok, turn2, GenerationSettings(backend="hf", max_new_tokens=4))
+    en2 = generate_samples(model, tok, turn2, settings, keys=["x", "y", "z"])
+    _assert_same(hf2, en2)
+    release_keys(model)

@@ -297,9 +297,11 @@ class KVEngine:
                 r += 1
 
     def _finish_row(self, row: int, q: _Request) -> None:
-        """The row's cache holds prompt + every sampled id but the last (never fed)."""
-        self.tokens[row] = q.prompt + q.ids[:-1]
-        assert int(self.lengths[row]) == len(self.tokens[row]), "cache length bookkeeping"
+        """The row's cache holds the prompt and the sampled ids fed so far (never the last one, nor a forced
+        tail appended by `_fast_forward`: the next turn's prefill feeds those)."""
+        fed = int(self.lengths[row])
+        assert len(q.prompt) <= fed < len(q.prompt) + len(q.ids), "cache length bookkeeping"
+        self.tokens[row] = (q.prompt + q.ids)[:fed]
 
     def _sample(self, logits: torch.Tensor, reqs: list[_Request], temperature: float, settings: Any,
                 generator: torch.Generator | None) -> list[int]:
@@ -318,6 +320,8 @@ class KVEngine:
             q.stopped = tok in stops
             if q.trie is not None:
                 q.allowed.append(a)
+                _fast_forward(q)
+                q.stopped = q.ids[-1] in stops
                 q.done = not q.trie.allowed(q.ids) or len(q.ids) >= q.limit
             else:
                 q.done = q.stopped or len(q.ids) >= q.limit
@@ -481,6 +485,22 @@ class KVEngine:
 
 
 # -- internals ---------------------------------------------------------------------------------
+def _fast_forward(q: _Request) -> None:
+    """Choice mode: when the ids sampled so far leave exactly one way to complete a candidate, append the rest
+    of it at once (log-prob 0 and a single allowed id each, exactly what decoding them would give) instead of
+    spending one decode step per forced token. A forced stretch that ends in a branch is left to decoding."""
+    node, path = q.trie.root, []
+    for t in q.ids:
+        node = node[t]
+    while len(node) == 1:
+        (t, node), = node.items()
+        path.append(t)
+    if path and not node:  # a unique completion
+        q.ids += path
+        q.logprobs += [0.0] * len(path)
+        q.allowed += [[t] for t in path]
+
+
 def _common_prefix(a: list[int], b: list[int]) -> int:
     """Length of the longest common prefix (binary search over C-speed slice comparisons)."""
     lo, hi = 0, min(len(a), len(b))
