@@ -91,6 +91,7 @@ class KVEngine:
         self.profile = False
         """time prefill / decode / graph capture / sampling into `timing` (synchronizes CUDA)"""
         self.timing = {"prefill_s": 0.0, "decode_s": 0.0, "capture_s": 0.0, "sample_s": 0.0}
+        self._stop_set: set[int] = set()  # the current call's end tokens
         self._graphs: dict = {}
         self._graph_key: tuple | None = None
         self.K: torch.Tensor | None = None  # (L, S, Hkv, C, D)
@@ -111,7 +112,7 @@ class KVEngine:
                 self.owner[s] = None
 
     @torch.no_grad()
-    def generate(self, prompts: list[list[int]], settings: Any, stops: list[int], pad: int,
+    def generate(self, prompts: list[list[int]], settings: Any, stops: list[int],
                  keys: list[Hashable] | None = None, tries: list[Any] | None = None,
                  generator: torch.Generator | None = None) -> list[tuple[list[int], list[float], bool, Any]]:
         """(ids, logprobs, stopped, allowed) per prompt, in input order. `settings` is a
@@ -124,6 +125,7 @@ class KVEngine:
         if len(set(k for k in keys if k is not None)) != sum(k is not None for k in keys):
             raise ValueError("KVEngine.generate: keys must be distinct within one call")
         temperature = settings.temperature if settings.do_sample else 1.0
+        self._stop_set = set(stops)
         reqs = [_Request(prompt=list(p), trie=t, limit=t.depth if t is not None else settings.max_new_tokens,
                          ids=[], logprobs=[], allowed=[] if t is not None else None) for p, t in zip(prompts, tries)]
         for p in prompts:
@@ -313,7 +315,7 @@ class KVEngine:
                       generator: torch.Generator | None) -> list[int]:
         allowed = [(q.trie.allowed(q.ids) or [0]) if q.trie is not None else None for q in reqs]
         out, chosen_lp = pick_tokens(logits, allowed, temperature, settings.do_sample, settings.top_p, generator)
-        stops = set(self._stops)
+        stops = self._stop_set
         for q, tok, lp, a in zip(reqs, out, chosen_lp, allowed):
             q.ids.append(tok)
             q.logprobs.append(lp)
@@ -477,11 +479,6 @@ class KVEngine:
         if self.K is not None and self.K.is_cuda:
             torch.cuda.synchronize()
         self.timing[key] += time.perf_counter() - t0
-
-    @property
-    def _stops(self) -> list[int]:
-        from dreamgym.models.generation import stop_token_ids
-        return stop_token_ids(self.tokenizer)
 
 
 # -- internals ---------------------------------------------------------------------------------

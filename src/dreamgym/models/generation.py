@@ -145,10 +145,8 @@ def _generate_engine(model, tokenizer, prompts, settings, generator_seed, choice
         return []
     if generator_seed is not None:
         torch.manual_seed(generator_seed)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     tries = [ChoiceTrie(c) if c else None for c in choices] if choices is not None else None
-    outs = engine_for(model, tokenizer).generate(prompts, settings, stop_token_ids(tokenizer), pad, keys=keys,
-                                                 tries=tries)
+    outs = engine_for(model, tokenizer).generate(prompts, settings, stop_token_ids(tokenizer), keys=keys, tries=tries)
     return [Sample(ids=ids, logprobs=lps, stopped=stopped, allowed=allowed) for ids, lps, stopped, allowed in outs]
 
 

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 from dreamgym.config import (BufferBuildConfig, CollectConfig, EvaluateConfig, FitWorldModelConfig, S2RConfig,
-                             SFTPolicyConfig, TrainPolicyConfig, load_config)
+                             SFTPolicyConfig, load_config)
 from dreamgym.config.quickstart import QuickstartConfig
 from dreamgym.errors import DreamGymError
 from dreamgym.runs import RunDir
@@ -116,15 +117,14 @@ def _run_steps(cfg: QuickstartConfig, step, progress: bool) -> None:
     _check_same_layout(sft_cfg, s2r_cfg)
     s2r_sum = step("s2r", lambda p, again: s2r(s2r_cfg, world_model["run_dir"], buffer["buffer_dir"], sft["run_dir"],
                                               run_dir=p, resume=again, progress=progress), True)
-    real_cfg = s2r_cfg.train_policy_config("real")  # the same RL settings, real env, the same real budget
-    real_cfg = TrainPolicyConfig(**{**real_cfg.__dict__, "real_transition_budget": s2r_sum["real_budget"],
-                                    "max_iterations": s2r_cfg.s2r.real_max_iterations})
+    real_cfg = replace(s2r_cfg.train_policy_config("real"),  # the same RL settings and real budget, real env
+                       real_transition_budget=s2r_sum["real_budget"])
     real = step("real_only", lambda p, again: train_policy(real_cfg, run_dir=p, policy=sft["run_dir"], resume=again,
                                                            progress=progress), True)
     ev = EvaluateConfig(env=cfg.env, model=s2r_cfg.model, rollout=s2r_cfg.rollout, split=cfg.eval_split,
                         episodes=cfg.eval_episodes, references=True, seed=cfg.seed)
     step("eval_base", lambda p, _: evaluate(ev, policy="base", run_dir=p), False)
-    step("eval_real_only", lambda p, _: evaluate(EvaluateConfig(**{**ev.__dict__, "references": False}),
+    step("eval_real_only", lambda p, _: evaluate(replace(ev, references=False),
                                                  policy=real["adapter_dir"], run_dir=p), False)
 
 
