@@ -10,14 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from dreamgym.cli import app
-from dreamgym.config import ConfigError, EnvConfig, EvalWorldModelConfig, ModelConfig, ReplayConfig, load_config
-from dreamgym.envs.base import make_env
+from tests.audit_fixtures import write_audit_inputs
+from dreamgym.config import ConfigError, EvalWorldModelConfig, load_config
 from dreamgym.errors import DreamGymError
-from dreamgym.episodes import run_episode
-from dreamgym.replay.buffer import ReplayBuffer
-from dreamgym.replay.embed import build_encoder
 from dreamgym.runs import file_sha256
-from dreamgym.types import write_trajectories
 
 PRESET = "configs/world_model/eval_debug.yaml"
 SMALL = ["max_transitions=4", "synthetic.max_new_tokens=8", "synthetic.prompt.state_chars=200",
@@ -31,18 +27,7 @@ SPLIT_KEYS = {f"{k}_{g}" for k in ("next_state_exact_match", "next_state_similar
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     """Oracle trajectories (held-out file + a hashing buffer of other ones) and a tiny-random adapter."""
-    from dreamgym.models.loading import load_model, save_adapter
-
-    root = tmp_path_factory.mktemp("eval_wm")
-    env = make_env(EnvConfig())
-    trajs = [run_episode(env, env.oracle(), t, max_turns=15, episode=i) for i, t in enumerate(env.tasks("train")[:4])]
-    write_trajectories(root / "held_out.jsonl", trajs[:2])
-    buffer = ReplayBuffer(build_encoder("hashing"), ReplayConfig(encoder="hashing"))
-    buffer.add_trajectories(trajs[2:])
-    buffer.save(root / "buffer")
-    model, _ = load_model(ModelConfig(name="tiny-random"), for_training=True)
-    save_adapter(model, root / "adapter")
-    return root
+    return write_audit_inputs(tmp_path_factory.mktemp("eval_wm"), n_tasks=4)
 
 
 def test_cli_writes_summary_for_every_mode_with_retrieval(inputs, tmp_path):

@@ -13,14 +13,12 @@ import pytest
 from typer.testing import CliRunner
 
 from dreamgym.cli import app
-from dreamgym.config import ConfigError, EnvConfig, ModelConfig, ReplayConfig, SweepConfig, load_config
-from dreamgym.envs.base import make_env
-from dreamgym.episodes import run_episode
+from tests.audit_fixtures import write_audit_inputs
+from dreamgym.config import ConfigError, ReplayConfig, SweepConfig, load_config
 from dreamgym.pipelines.sweep import Point, expand_points, format_table, point_config, reembed_buffer
 from dreamgym.replay.buffer import ReplayBuffer
 from dreamgym.replay.embed import BM25Encoder, build_encoder
 from dreamgym.runs import file_sha256
-from dreamgym.types import write_trajectories
 
 PRESET = "configs/sweep/debug.yaml"
 
@@ -28,18 +26,7 @@ PRESET = "configs/sweep/debug.yaml"
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     """Oracle trajectories (held-out file + a hashing buffer of other ones) and a tiny-random adapter."""
-    from dreamgym.models.loading import load_model, save_adapter
-
-    root = tmp_path_factory.mktemp("sweep")
-    env = make_env(EnvConfig())
-    trajs = [run_episode(env, env.oracle(), t, max_turns=15, episode=i) for i, t in enumerate(env.tasks("train")[:5])]
-    write_trajectories(root / "held_out.jsonl", trajs[:2])
-    buffer = ReplayBuffer(build_encoder("hashing"), ReplayConfig(encoder="hashing"))
-    buffer.add_trajectories(trajs[2:])
-    buffer.save(root / "buffer")
-    model, _ = load_model(ModelConfig(name="tiny-random"), for_training=True)
-    save_adapter(model, root / "adapter")
-    return root
+    return write_audit_inputs(tmp_path_factory.mktemp("sweep"), n_tasks=5)
 
 
 def test_cli_debug_sweep_one_row_per_point_and_k_changes_the_prompt(inputs, tmp_path):
