@@ -40,8 +40,16 @@ def test_webshop_rule_rationales_are_exact(trajectories):
          for rec in transition_records(traj)}
     assert r["search"].startswith(f"Searching '{traj.steps[0].action[7:-1].lower()}' returns the results")
     assert "Page 1 (Total results: 50), led by B" in r["search"]
-    assert r["click[buy]"] == ("Buying ends the episode; the purchased item earns reward 1 because it matches "
-                               "every requested attribute, option and the price limit.")
+    assert traj.task.instruction.startswith("i want a medium roast coffee with colombian flavor")
+    assert r["click[buy]"] == (
+        "The item is 'Paxuma Basics Coffee, Arabica Beans, Medium Roast' at $14.49 (within the $50.00 limit); "
+        "options chosen: colombian (requested), 12 ounce (pack of 3) (requested); request words in its title: "
+        "medium, roast, coffee (3 of 7). Buying ends the episode; the purchased item earns reward 1 because it "
+        "matches every requested attribute, option and the price limit.")
+    option = next(rec for rec in transition_records(traj) if rec["action"] == "click[colombian]")
+    assert rule_rationale(option) == ("Clicking the option 'colombian' selects it for the purchase; the page text "
+                                      "stays the same (the item page does not mark the chosen option) and the "
+                                      "reward is 0.")
     invalid = {**transition_records(traj)[1], "action": "click[nothing]"}
     invalid["next_state"] = invalid["state"]
     assert rule_rationale(invalid).startswith("'click[nothing]' is not a valid action on this page")
@@ -99,3 +107,21 @@ def test_annotate_with_buffer_attaches_demos_excluding_own_trajectory(tmp_path, 
 def test_annotate_requires_data(tmp_path):
     res = CliRunner().invoke(app, ["annotate", "--run-dir", str(tmp_path / "x")])
     assert res.exit_code != 0 and "needs --data" in str(res.exception)
+
+
+def test_purchase_evidence_reads_price_options_since_the_item_and_title_words():
+    from dreamgym.experience.annotate import purchase_evidence
+
+    page = ("Instruction: [SEP] red running shoes in size 9, price lower than 40.00 dollars [SEP] Back to Search "
+            "[SEP] < Prev [SEP] size [SEP] 8 [SEP] 9 [SEP] color [SEP] red [SEP] blue [SEP] Acme Trail Running Shoes, "
+            "Blue [SEP] Price: $45.50 [SEP] Rating: 4 [SEP] Description [SEP] Features [SEP] Reviews [SEP] Buy Now")
+    rec = {"instruction": "red running shoes in size 9, price lower than 40.00 dollars", "state": page,
+           "history": [["p0", "search[red running shoes]"], ["p1", "click[b000000001]"], ["p2", "click[8]"],
+                       ["p3", "click[< prev]"], ["p4", "click[b000000002]"], ["p5", "click[blue]"],
+                       ["p6", "click[9]"], ["p7", "click[description]"]]}
+    assert purchase_evidence(rec) == (
+        "The item is 'Acme Trail Running Shoes, Blue' at $45.50 (over the $40.00 limit); options chosen: blue (not "
+        "requested), 9 (requested); request words in its title: running, shoes (2 of 3).")
+    assert "options chosen: none" in purchase_evidence({**rec, "history": []})
+    assert "at $45.50;" in purchase_evidence({**rec, "instruction": "red running shoes"})
+    assert "9 (not requested)" in purchase_evidence({**rec, "instruction": "red running shoes, 19 inch"})

@@ -118,6 +118,7 @@ def reports():
 
 EXPECTED = {  # preset -> {role: (total params, trainable params)} of the built modules
     "webshop_world_model.yaml": {"experience_model": (LLAMA31_8B + LORA_8B, LORA_8B)},
+    "webshop_world_model_fsdp.yaml": {"experience_model": (LLAMA31_8B + LORA_8B, LORA_8B)},
     "webshop_grpo.yaml": {"policy": (LLAMA32_3B + LORA_3B, LORA_3B), "experience_model": (LLAMA31_8B, 0)},
     "webshop_ppo.yaml": {"policy": (LLAMA32_3B + LORA_3B + 3073, LORA_3B + 3073),  # + value head (H + 1)
                          "experience_model": (LLAMA31_8B, 0)},
@@ -148,6 +149,13 @@ def test_dry_run_builds_every_object_with_exact_counts(reports, name):
     for m in r.models:
         assert m.vocab <= {"llama": 128256, "qwen2": 152064}["qwen2" if "qwen" in m.name else "llama"]
         assert all(v >= 0 for v in m.memory_gib.values()) and m.memory_gib["weights"] > 0
+
+
+def test_fsdp_preset_builds_lightning_fsdp_with_the_single_gpu_effective_batch(reports):
+    fsdp, single = reports["webshop_world_model_fsdp.yaml"], reports["webshop_world_model.yaml"]
+    assert fsdp.objects["strategy"] == "FSDPStrategy" and fsdp.facts["devices"] == 8
+    assert fsdp.facts["effective_batch"] == single.facts["effective_batch"] == 32
+    assert fsdp.models[0].memory_gib["weights"] > 14  # bf16 base, sharded over the 8 devices at run time
 
 
 def test_dry_run_memory_estimate_and_budgets(reports):

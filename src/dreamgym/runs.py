@@ -25,7 +25,10 @@ from typing import Any, Iterator
 from dreamgym.config import to_yaml
 from dreamgym.errors import DreamGymError
 
-__all__ = ["RunDir", "RunDirError", "atomic_write_text", "file_sha256"]
+__all__ = ["RunDir", "RunDirError", "atomic_write_text", "file_sha256", "process_rank", "RUN_DIR_ENV"]
+
+RUN_DIR_ENV = "DREAMGYM_RUN_DIR"
+"""set by rank 0's `RunDir.open`; the worker processes of a multi-device trainer inherit it"""
 
 
 class RunDirError(DreamGymError):
@@ -41,11 +44,22 @@ class RunDir:
     wall_clock_s: dict[str, float] = field(default_factory=dict)
     input_files: dict[str, str] = field(default_factory=dict)
     _t0: float = field(default_factory=time.perf_counter)
+    follower: bool = False
+    """a non-zero rank of a multi-process run (DDP/FSDP): it uses rank 0's run dir and writes nothing there"""
 
     @classmethod
     def open(cls, command: str, run_dir: str | Path | None, cfg: Any, resume: bool = False,
              logs_root: str | Path = "logs") -> "RunDir":
-        """Create (or, with resume, reopen) the run dir and write config.yaml + provenance.json."""
+        """Create (or, with resume, reopen) the run dir and write config.yaml + provenance.json. In the worker
+        processes a multi-device trainer launches (rank > 0), the run dir is rank 0's (RUN_DIR_ENV) and
+        nothing is written."""
+        rank = process_rank()
+        if rank > 0:
+            shared = os.environ.get(RUN_DIR_ENV) or run_dir
+            if shared is None:
+                raise RunDirError(f"rank {rank}: no run dir from rank 0 (environment variable {RUN_DIR_ENV})")
+            return cls(command=command, path=Path(shared), seed=int(getattr(cfg, "seed", 0)),
+                       started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), follower=True)
         if resume and run_dir is None:
             raise RunDirError("--resume needs --run-dir DIR (the run to continue)")
         if run_dir is None:
@@ -69,6 +83,7 @@ class RunDir:
         if not resume:
             atomic_write_text(path / "config.yaml", to_yaml(cfg))
         run.write_provenance()
+        os.environ[RUN_DIR_ENV] = str(path)  # the worker processes a multi-device trainer launches find it
         return run
 
     @property
@@ -95,11 +110,13 @@ class RunDir:
     def record_input(self, path: str | Path) -> None:
         """Hash an input file (dataset, model) into provenance.json."""
         p = Path(path)
-        if p.is_file():
+        if p.is_file() and not self.follower:
             self.input_files[str(p)] = file_sha256(p)
             self.write_provenance()
 
     def write_provenance(self) -> None:
+        if self.follower:
+            return
         prov = {"git_sha": _git_sha(), "command": self.command, "started_at": self.started_at,
                 "machine": _machine(), "input_files": self.input_files, "packages": _pip_freeze()}
         atomic_write_text(self.path / "provenance.json", json.dumps(prov, indent=2))
@@ -110,8 +127,18 @@ class RunDir:
         wall["total"] = round(time.perf_counter() - self._t0, 3)
         summary = {"command": self.command, "run_dir": str(self.path), "config_path": str(self.config_path),
                    "started_at": self.started_at, "wall_clock_s": wall, "seed": self.seed, **keys}
-        atomic_write_text(self.path / "summary.json", json.dumps(summary, indent=2, default=_json_default))
+        if not self.follower:
+            atomic_write_text(self.path / "summary.json", json.dumps(summary, indent=2, default=_json_default))
         return summary
+
+
+def process_rank() -> int:
+    """Global rank of this process in a multi-process run (RANK / LOCAL_RANK / SLURM_PROCID, as Lightning
+    reads them; 0 in a single-process run)."""
+    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        if os.environ.get(key):
+            return int(os.environ[key])
+    return 0
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

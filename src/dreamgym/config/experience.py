@@ -170,10 +170,19 @@ class SFTSettings:
     """Lightning's logging interval for step scalars"""
     progress: bool = True
     """show the rich progress bar"""
+    strategy: str = "auto"
+    """'auto' (one device), 'ddp' (data parallel) or 'fsdp' (Lightning FSDP: decoder layers sharded over
+    the processes; see models/distributed.py). batch_size is per process."""
+    devices: int = 1
+    """processes/devices to train on (GPUs on CUDA, gloo processes on CPU)"""
 
     def __post_init__(self) -> None:
+        from dreamgym.models.distributed import STRATEGIES
+
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"key 'sft.strategy': got {self.strategy!r}, expected one of {', '.join(STRATEGIES)}")
         for key in ("batch_size", "accumulate_grad_batches", "max_seq_len", "num_samples", "sample_max_new_tokens",
-                    "log_every_n_steps", "bucket_megabatch"):
+                    "log_every_n_steps", "bucket_megabatch", "devices"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"key 'sft.{key}': got {getattr(self, key)}, expected a positive int")
         for key in ("warmup_steps", "sample_every_n_val"):

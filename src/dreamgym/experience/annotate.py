@@ -20,7 +20,8 @@ from typing import Callable, Iterable
 
 from dreamgym.types import Trajectory
 
-__all__ = ["transition_records", "record_key", "rule_rationale", "teacher_messages", "RULE_RATIONALES"]
+__all__ = ["transition_records", "record_key", "rule_rationale", "purchase_evidence", "teacher_messages",
+           "RULE_RATIONALES"]
 
 _ACTION = re.compile(r"(.+?)\[(.+)\]$")
 
@@ -81,6 +82,9 @@ def _webshop_rationale(rec: dict) -> str:
     m = _ACTION.match(action)
     name, arg = (m.group(1), m.group(2).lower()) if m else (action, "")
     segs = _segments(nxt)
+    if nxt == state and not rec["done"] and name == "click" and arg in {x.lower() for x in _segments(state)} - _BUTTONS:
+        return (f"Clicking the option '{arg}' selects it for the purchase; the page text stays the same (the item "
+                "page does not mark the chosen option) and the reward is 0.")
     if nxt == state and not rec["done"]:
         return (f"'{action}' is not a valid action on this page (only the listed buttons, options and a search "
                 "where there is a search bar work), so the page stays the same and the reward is 0.")
@@ -89,7 +93,8 @@ def _webshop_rationale(rec: dict) -> str:
         verdict = ("it matches every requested attribute, option and the price limit" if r >= 1.0 else
                    "it matches the request only partly (some attribute, option, type or price is off)" if r > 0
                    else "it does not match the requested product type")
-        return f"Buying ends the episode; the purchased item earns reward {r:g} because {verdict}."
+        return (f"{purchase_evidence(rec)} Buying ends the episode; the purchased item earns reward {r:g} "
+                f"because {verdict}.")
     if rec["done"]:
         return "The step limit is reached, so the episode ends without a purchase and the reward is 0."
     if name == "search":
@@ -114,6 +119,51 @@ def _webshop_rationale(rec: dict) -> str:
         name_seg = segs[i - 1] if i > 0 else arg.upper()
         return f"Clicking {arg.upper()} opens its item page: {name_seg}, with its price, options and buttons."
     return f"Clicking the option '{arg}' selects it; the item page reloads with that option chosen."
+
+
+_STOPWORDS = frozenset("a an and the for with in of to me i need want looking please get find buy my that "
+                       "is are be it its this size color price lower than dollars up under".split())
+_BUTTONS = frozenset({"back to search", "< prev", "next >", "description", "features", "reviews", "buy now"})
+_WORD = re.compile(r"[a-z0-9]+(?:[.-][a-z0-9]+)*")
+_PRICE = re.compile(r"\$\s*([0-9]+(?:\.[0-9]+)?)")
+_LIMIT = re.compile(r"(?:lower|less) than\s*\$?\s*([0-9]+(?:\.[0-9]+)?)\s*dollars")
+
+
+def purchase_evidence(rec: dict) -> str:
+    """What a purchase's reward depends on, read off the prompt's own inputs (instruction, item page,
+    the options clicked earlier in the episode): the item, its price against the limit, the chosen options
+    and which of the request's words its title carries. The rationale states this evidence *before* the
+    reward, so the model learns to compare request and item rather than to guess the number."""
+    segs = _segments(rec["state"])
+    price_at = next((i for i, seg in enumerate(segs) if seg.startswith("Price:")), None)
+    title = segs[price_at - 1] if price_at else "the item"
+    price = _PRICE.search(segs[price_at]) if price_at is not None else None
+    limit = _LIMIT.search(rec.get("instruction", "").lower())
+    if price and limit:
+        within = float(price.group(1)) <= float(limit.group(1))
+        cost = f"${price.group(1)} ({'within' if within else 'over'} the ${limit.group(1)} limit)"
+    else:
+        cost = f"${price.group(1)}" if price else "an unknown price"
+    instruction = rec.get("instruction", "").lower()
+    on_page = {seg.lower() for seg in segs} - _BUTTONS
+    chosen: list[str] = []
+    for _, action in rec.get("history") or []:  # option clicks since this item was opened
+        m = _ACTION.match(str(action).strip())
+        arg = m.group(2).lower() if m and m.group(1) == "click" else ""
+        if re.fullmatch(r"b[0-9a-z]{9}", arg) or arg == "back to search":
+            chosen = []
+        elif arg in on_page and arg not in chosen:
+            chosen.append(arg)
+    def requested(option: str) -> bool:  # as a whole phrase: option "8" is not in "18 inch"
+        return re.search(rf"(?<![a-z0-9]){re.escape(option)}(?![a-z0-9])", instruction) is not None
+
+    options = ", ".join(f"{o} ({'requested' if requested(o) else 'not requested'})" for o in chosen)
+    wanted = [w for w in dict.fromkeys(_WORD.findall(instruction))
+              if w not in _STOPWORDS and len(w) > 1 and not w.replace(".", "").isdigit()]
+    have = set(_WORD.findall(title.lower()))
+    matched = [w for w in wanted if w in have]
+    return (f"The item is '{title}' at {cost}; options chosen: {options or 'none'}; request words in "
+            f"its title: {', '.join(matched) or 'none'} ({len(matched)} of {len(wanted)}).")
 
 
 RULE_RATIONALES: dict[str, Callable[[dict], str]] = {"webshop": _webshop_rationale}

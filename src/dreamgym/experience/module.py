@@ -19,6 +19,7 @@ every `sft.sample_every_n_val` validations `samples/wm`: greedy predictions vs t
 
 from __future__ import annotations
 
+import logging
 import math
 import resource
 import sys
@@ -33,10 +34,12 @@ import torch.nn.functional as F
 from dreamgym.config import FitWorldModelConfig
 from dreamgym.experience.prompts import ParseStats, parse_transition
 from dreamgym.experience.sft_data import PART_OUTCOME, PART_REASONING, PART_STATE, SFTExample
+from dreamgym.models.distributed import clean_param_name, full_state_dict, global_grad_norm, is_sharded, uses_fsdp
 from dreamgym.models.loading import load_model, save_adapter
 
 __all__ = ["ExperienceModel", "lr_factor", "peak_memory_gb"]
 
+log = logging.getLogger(__name__)
 _PART_NAMES = {PART_REASONING: "reasoning", PART_STATE: "state", PART_OUTCOME: "outcome"}
 
 
@@ -63,6 +66,7 @@ class ExperienceModel(L.LightningModule):
         """global step of the latest `samples/wm` (-1: none yet)"""
         self._val_sums: dict[str, float] = {}
         self._t_batch = 0.0
+        self._counters_at_start: dict[str, float] = {}
 
     # -- loss ------------------------------------------------------------------------------------
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -124,6 +128,18 @@ class ExperienceModel(L.LightningModule):
         if every and (self.counters["val_runs"] - 1) % every == 0 and not self.trainer.sanity_checking:
             self.log_samples()
 
+    def on_train_start(self) -> None:
+        self._counters_at_start = dict(self.counters)  # after a resume restored them
+
+    def on_train_end(self) -> None:
+        """Token counters of this fit summed over the processes of a multi-device run (each counted its own
+        batches; what a resumed checkpoint restored is already a total)."""
+        if self.trainer.world_size > 1:
+            for key in ("tokens_trained", "tokens_seen", "pad_tokens"):
+                start = self._counters_at_start.get(key, 0)
+                mine = torch.tensor(float(self.counters[key] - start), device=self.device)
+                self.counters[key] = start + int(self.trainer.strategy.reduce(mine, reduce_op="sum").item())
+
     # -- speed and memory --------------------------------------------------------------------------
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._t_batch = time.perf_counter()
@@ -137,9 +153,9 @@ class ExperienceModel(L.LightningModule):
                  on_epoch=False, batch_size=batch["input_ids"].shape[0])
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        grads = [p.grad.detach().float().norm() for p in self.model.parameters() if p.grad is not None]
-        if grads:
-            self.log("wm/grad_norm", torch.stack(grads).norm(), on_step=True, on_epoch=False)
+        norm = global_grad_norm(self.model.parameters(), self._trainer)
+        if norm is not None:
+            self.log("wm/grad_norm", norm, on_step=True, on_epoch=False)
         self.log("wm/lr", optimizer.param_groups[0]["lr"], on_step=True, on_epoch=False)
 
     # -- optimizer -------------------------------------------------------------------------------
@@ -164,21 +180,22 @@ class ExperienceModel(L.LightningModule):
         datamodule = getattr(self._trainer, "datamodule", None)
         if datamodule is None or datamodule.train is None:
             return max(sft.max_steps, 1)
-        batches = math.ceil(len(datamodule.train) / sft.batch_size)
+        batches = math.ceil(len(datamodule.train) / sft.batch_size) // max(1, self._trainer.world_size)
         by_epochs = math.ceil(batches / sft.accumulate_grad_batches) * sft.max_epochs
         return max(1, min(sft.max_steps, by_epochs) if sft.max_steps > 0 else by_epochs)
 
     # -- checkpoints and export ----------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.cfg.model.lora.enabled:
-            trainable = {n for n, p in self.named_parameters() if p.requires_grad}
-            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+            trainable = self.trainable_names()
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items()
+                                        if clean_param_name(k) in trainable}
         checkpoint["dreamgym"] = {"counters": dict(self.counters), "train_losses": self.train_losses[-50:],
                                   "val_losses": list(self.val_losses)}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
-        missing = sorted(trainable - checkpoint["state_dict"].keys())
+        trainable = self.trainable_names()
+        missing = sorted(trainable - {clean_param_name(k) for k in checkpoint["state_dict"]})
         if missing:
             raise RuntimeError(f"checkpoint lacks {len(missing)} trainable weights (e.g. {missing[0]}); it was "
                                "written for another model or adapter layout")
@@ -187,14 +204,28 @@ class ExperienceModel(L.LightningModule):
         self.train_losses = list(saved.get("train_losses", []))
         self.val_losses = list(saved.get("val_losses", []))
 
-    def save_weights(self, directory: str | Path) -> Path:
+    def trainable_names(self) -> set[str]:
+        """Names (wrapper-free, as checkpoints key them) of the parameters that train."""
+        return {clean_param_name(n) for n, p in self.named_parameters() if p.requires_grad}
+
+    def save_weights(self, directory: str | Path) -> Path | None:
         """The trained model for later use: the peft adapter (LoRA/QLoRA, peft standard format) or, for
-        full fine-tuning, the whole model + tokenizer via save_pretrained."""
+        full fine-tuning, the whole model + tokenizer via save_pretrained. Under FSDP every process must
+        call it (the weights are gathered to rank 0, which writes; the others return None)."""
         directory = Path(directory)
+        if uses_fsdp(self._trainer):
+            keep = self.trainable_names() if self.cfg.model.lora.enabled else {clean_param_name(n) for n, _ in
+                                                                                self.named_parameters()}
+            state = full_state_dict(self._trainer, self, keep)
+            if state is None:
+                return None
+            state = {k.removeprefix("model."): v for k, v in state.items()}
+        else:
+            state = None
         if self.cfg.model.lora.enabled:
-            return save_adapter(self.model, directory)
+            return save_adapter(self.model, directory, state_dict=state)
         directory.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(directory)
+        self.model.save_pretrained(directory, state_dict=state)
         self.tokenizer.save_pretrained(directory)
         return directory
 
@@ -239,6 +270,9 @@ class ExperienceModel(L.LightningModule):
         if datamodule is None:
             return
         self.last_samples_step = trainer.global_step
+        if is_sharded(trainer):  # each process holds a shard of the weights: no plain generate
+            log.info("samples/wm skipped: the weights are sharded over %d FSDP processes", trainer.world_size)
+            return
         examples = datamodule.sample_examples(self.cfg.sft.num_samples)
         if not examples:
             return

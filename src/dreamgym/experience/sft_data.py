@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, Sampler
 from dreamgym.config import ExperiencePromptConfig, SFTSettings
 from dreamgym.errors import DreamGymError
 from dreamgym.experience.prompts import build_messages, format_target, target_spans, target_state
+from dreamgym.models.distributed import shard_batches
 from dreamgym.models.loading import chat_prompt_ids
 from dreamgym.types import Transition, TrajectoryFileError, read_trajectories
 
@@ -191,9 +192,11 @@ class BucketBatchSampler(Sampler[list[int]]):
     whatever the trainer's epoch counter says now (Lightning counts an epoch cut by max_steps as done)."""
 
     def __init__(self, lengths: Sequence[int], batch_size: int, megabatch: int, seed: int, shuffle: bool = True,
-                 epoch_fn: Callable[[], int] | None = None):
+                 epoch_fn: Callable[[], int] | None = None, rank: int = 0, world_size: int = 1):
         self.lengths, self.batch_size, self.megabatch = list(lengths), batch_size, megabatch
         self.seed, self.shuffle, self.epoch_fn = seed, shuffle, epoch_fn
+        self.rank, self.world_size = rank, world_size
+        """multi-process training: this process takes every world_size-th batch from `rank` (shard_batches)"""
         self.epoch, self.offset, self.skip_epoch, self.skip = 0, 0, -1, 0
         self.iterating_epoch = 0
         """the data epoch of the latest `__iter__` (what a checkpoint records)"""
@@ -211,10 +214,11 @@ class BucketBatchSampler(Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         epoch = self.iterating_epoch = self._counter() - self.offset
         batches = bucket_batches(self.lengths, self.batch_size, self.megabatch, self.seed, epoch, self.shuffle)
+        batches = shard_batches(batches, self.rank, self.world_size)
         return iter(batches[self.skip:] if epoch == self.skip_epoch else batches)
 
     def __len__(self) -> int:
-        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+        return (len(self.lengths) + self.batch_size - 1) // self.batch_size // self.world_size
 
     def _counter(self) -> int:
         return self.epoch_fn() if self.epoch_fn is not None else self.epoch
@@ -270,9 +274,13 @@ class SFTDataModule(L.LightningDataModule):
                                 f"{self.sft.max_seq_len} tokens; raise it or lower the prompt's char limits")
 
     def train_dataloader(self) -> DataLoader:
-        epoch_fn = (lambda: self.trainer.current_epoch) if self.trainer is not None else None
+        trainer = self.trainer
+        epoch_fn = (lambda: trainer.current_epoch) if trainer is not None else None
+        # each process trains on its share of the batches (validation: every process scores the same ones)
         sampler = BucketBatchSampler([len(e.input_ids) for e in self.train], self.sft.batch_size,
-                                     self.sft.bucket_megabatch, self.seed, shuffle=True, epoch_fn=epoch_fn)
+                                     self.sft.bucket_megabatch, self.seed, shuffle=True, epoch_fn=epoch_fn,
+                                     rank=trainer.global_rank if trainer else 0,
+                                     world_size=trainer.world_size if trainer else 1)
         return _ResumableLoader(self.train, batch_sampler=sampler, collate_fn=self._collate, num_workers=0,
                                 batches_done=self._batches_done)
 

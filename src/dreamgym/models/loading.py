@@ -195,16 +195,17 @@ def apply_lora(model: Any, cfg: ModelConfig | LoraSettings) -> Any:
     return get_peft_model(model, config)
 
 
-def save_adapter(model: Any, directory: str | Path) -> Path:
+def save_adapter(model: Any, directory: str | Path, state_dict: dict | None = None) -> Path:
     """Write the LoRA adapter in peft's format (adapter_config.json + adapter_model.safetensors),
-    replacing `directory` whole: built in a temp folder, then renamed into place."""
+    replacing `directory` whole: built in a temp folder, then renamed into place. `state_dict` (keys as in
+    `model.state_dict()`): the weights to write instead of the live ones (gathered from FSDP shards)."""
     from peft import PeftModel
 
     if not isinstance(model, PeftModel):
         raise TypeError(f"save_adapter expects a peft PeftModel, got {type(model).__name__}")
     directory = Path(directory)
     with _atomic_dir(directory, replace_existing=True) as tmp:
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, **({"state_dict": state_dict} if state_dict is not None else {}))
     return directory
 
 

@@ -185,8 +185,14 @@ def _build_world_model(cfg: FitWorldModelConfig, objects: dict):
     sft = cfg.sft
     rep.memory_gib = _memory(model, cfg.model, training=True, trainable=rep.trainable_params,
                              act_tokens=(sft.batch_size, sft.max_seq_len))
-    facts = dict(optimizer_groups=_groups(opt), effective_batch=sft.batch_size * sft.accumulate_grad_batches,
-                 demos_k=cfg.prompt.demos_k, history_turns=cfg.prompt.history_turns)
+    facts = dict(optimizer_groups=_groups(opt),
+                 effective_batch=sft.batch_size * sft.accumulate_grad_batches * sft.devices,
+                 demos_k=cfg.prompt.demos_k, history_turns=cfg.prompt.history_turns, strategy=sft.strategy,
+                 devices=sft.devices)
+    if sft.strategy != "auto":
+        from dreamgym.models.distributed import build_strategy
+
+        objects["strategy"] = build_strategy(sft.strategy, model, sft.devices)
     return [rep], facts
 
 

@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 
 from dreamgym.config import FitWorldModelConfig, load_config, to_yaml
 from dreamgym.errors import DreamGymError
+from dreamgym.models.distributed import build_strategy
 from dreamgym.runs import RunDir, RunDirError, atomic_write_text, file_sha256
 
 __all__ = ["fit_world_model", "build_fit_world_model", "resolve_precision", "FROZEN_ON_RESUME"]
@@ -69,7 +70,7 @@ def fit_world_model(cfg: FitWorldModelConfig, data: Sequence[str | Path], run_di
         if cfg.sft.sample_every_n_val and module.last_samples_step != trainer.global_step:
             module.log_samples()                                             # and samples of the final model
         trainer.logger.finalize("success")
-    with run.phase("save"):
+    with run.phase("save"):  # under FSDP a collective: every process gathers, rank 0 writes
         adapter_dir = module.save_weights(run.checkpoints_dir / "adapter")
     fit_s = run.wall_clock_s.get("fit", 0.0)
     gpu = module.device.type == "cuda"
@@ -77,7 +78,8 @@ def fit_world_model(cfg: FitWorldModelConfig, data: Sequence[str | Path], run_di
     return run.write_summary(
         adapter_dir=str(adapter_dir), global_step=trainer.global_step, epochs=trainer.current_epoch,
         model=cfg.model.name, lora=cfg.model.lora.enabled, quantization=cfg.model.quantization,
-        precision=str(trainer.precision), data=[str(p) for p in data], **stats,
+        precision=str(trainer.precision), data=[str(p) for p in data], strategy=cfg.sft.strategy,
+        devices=trainer.world_size, **stats,
         synthetic_transitions=0, gpu_hours=fit_s / 3600.0 if gpu else 0.0,
     )
 
@@ -108,7 +110,8 @@ def build_fit_world_model(cfg: FitWorldModelConfig, run: RunDir, data: Sequence[
         callbacks.append(RichProgressBar())
     per_batches = isinstance(sft.val_check_interval, int)
     trainer = L.Trainer(
-        accelerator="gpu" if device.type == "cuda" else "cpu", devices=1,
+        accelerator="gpu" if device.type == "cuda" else "cpu", devices=sft.devices,
+        strategy=build_strategy(sft.strategy, module.model, sft.devices),
         precision=resolve_precision(sft.precision, device),
         max_steps=sft.max_steps, max_epochs=sft.max_epochs,
         max_time=timedelta(seconds=sft.max_time_s) if sft.max_time_s > 0 else None,

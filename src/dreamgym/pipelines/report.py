@@ -58,6 +58,10 @@ def draw_bars(rows: dict[str, dict], path: Path, title: str) -> None:
     img.save(path)
 
 
+def _num(x) -> str:
+    return f"{x:.3f}" if isinstance(x, (int, float)) else "n/a"
+
+
 def write_report(run_path: Path, cfg, rows: dict[str, dict], steps: dict[str, dict]) -> Path:
     """report.md + report.png into `run_path` from the quickstart's step summaries."""
     s2r, real = steps["s2r"], steps["real_only"]
@@ -82,6 +86,16 @@ def write_report(run_path: Path, cfg, rows: dict[str, dict], steps: dict[str, di
           f"the random episodes); evaluation episodes are not counted.", "",
           "## Wall clock per step (s)", "", "| step | seconds |", "|---|---|"]
     md += [f"| {name} | {w:.1f} |" for name, w in wall.items() if w is not None]
+    wm = steps.get("world_model", {})
+    md += ["", "## What the synthetic phase could learn from", "",
+           f"- experience model: {wm.get('global_step', '?')} LoRA steps, {wm.get('tokens_trained', '?')} target tokens "
+           f"trained, validation loss {_num(wm.get('val_loss_first'))} -> {_num(wm.get('val_loss'))}",
+           f"- its answers in the synthetic env: parse-failure rate {_num(p1.get('wm_parse_fail_rate'))} (a failed "
+           "answer is a no-op step with reward 0, so at rate 1.0 synthetic training has no signal)",
+           f"- GRPO groups without reward variance: {_num(p1.get('zero_var_group_share'))} of the synthetic "
+           f"phase's, {_num(p2.get('zero_var_group_share'))} of the real phase's; policy updates made: "
+           f"{p1.get('policy_updates', '?')} synthetic, {p2.get('policy_updates', '?')} real, "
+           f"{real.get('policy_updates', '?')} real-only"]
     md += ["", "## Cost ledger (whole run)", "",
            f"- S2R: {p2['real_transitions']} real + {p1['synthetic_transitions']} synthetic transitions, "
            f"{s2r['tokens_generated']} tokens generated, {s2r['tokens_trained']} trained",

@@ -34,6 +34,7 @@ __all__ = ["s2r", "PHASES"]
 PHASES = {"synthetic": "phase1_synthetic", "real": "phase2_real"}
 """phase -> its train-policy run dir inside the s2r run dir"""
 _LEDGER = ("real_transitions", "synthetic_transitions", "tokens_generated", "tokens_trained", "gpu_hours")
+_OPTIONAL = ("zero_var_group_share", "wm_parse_fail_rate")  # GRPO only / synthetic env only
 
 
 def s2r(cfg: S2RConfig, world_model: str | None, buffer: str | None = None, policy: str | None = None,
@@ -140,8 +141,9 @@ class _State:
 
 
 def _phase_ledger(s: dict, wall: float) -> dict:
-    keys = ("run_dir", "iterations", "success_rate_first", "success_rate_last", "adapter_dir") + _LEDGER
-    return {**{k: s.get(k) for k in keys}, "wall_clock_s": wall}
+    keys = ("run_dir", "iterations", "success_rate_first", "success_rate_last", "adapter_dir", "policy_updates",
+            "zero_var_group_share", "wm_parse_fail_rate") + _LEDGER
+    return {**{k: s.get(k) for k in keys if k in s or k not in _OPTIONAL}, "wall_clock_s": wall}
 
 
 def _total(phases: dict, key: str):

@@ -63,6 +63,13 @@ def train_policy(cfg: TrainPolicyConfig, run_dir: Path | None = None, world_mode
         tokens_generated=ledger["tokens_generated"], tokens_trained=module.tokens_trained,
         gpu_hours=_gpu_hours(run), episodes=ledger["episodes"], world_model=world_model, buffer=buffer,
         policy_init=policy, rollouts=str(run.path / "rollouts.jsonl"))
+    # what the iterations could learn from: optimizer updates made, GRPO groups without reward variance
+    # (no signal), and in the synthetic env the share of experience-model answers that failed to parse
+    summary["policy_updates"] = int(sum(h.get(f"{cfg.algo.name}/updates", 0.0) for h in hist))
+    if cfg.algo.name == "grpo" and hist:
+        summary["zero_var_group_share"] = sum(h.get("grpo/zero_var_groups", 0.0) for h in hist) / len(hist)
+    if cfg.train_env == "synthetic" and "wm/parse_fail_rate" in final:
+        summary["wm_parse_fail_rate"] = final["wm/parse_fail_rate"]
     if data.last_eval:
         summary["eval_success_rate_last"] = data.last_eval["eval/success_rate"]
         summary["sim_real_gap"] = summary["success_rate_last"] - data.last_eval["eval/success_rate"]
