@@ -31,7 +31,7 @@ import torch
 
 from dreamgym.config import EnvConfig, ModelConfig
 from dreamgym.envs.base import make_env
-from dreamgym.models.engine import _ENGINES, engine_for
+from dreamgym.models.engine import engine_for, unbind_engine
 from dreamgym.episodes import run_episode
 from dreamgym.models.loading import load_model, load_tokenizer
 from dreamgym.policies import make_policy
@@ -128,7 +128,7 @@ def measure(model, tok, tasks, recordings, batch: int, turns: int, new_tokens: i
 
 def free(model) -> None:
     """Drop the engine's cache and graphs (the next backend measured gets the memory)."""
-    _ENGINES.pop(model, None)
+    unbind_engine(model)
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

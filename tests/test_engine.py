@@ -250,3 +250,21 @@ def test_forced_candidate_tails_skip_decode_steps(tiny):
     en2 = generate_samples(model, tok, turn2, settings, keys=["x", "y", "z"])
     _assert_same(hf2, en2)
     release_keys(model)
+
+
+def test_a_dropped_model_frees_its_engine_and_cache():
+    """The engine is bound to its model without keeping it alive: a pipeline that loads one model per step
+    (the quickstart loads a dozen) must not accumulate models and KV caches."""
+    import gc
+    import weakref
+
+    from dreamgym.models.engine import bound_engine
+
+    model, tok = load_model(ModelConfig(name="tiny-random"))
+    generate_samples(model, tok, _prompts(tok, 3), GenerationSettings(backend="engine", max_new_tokens=4))
+    engine = bound_engine(model)
+    assert engine is not None and engine.K is not None and engine_for(model, tok) is engine
+    model_ref, cache_ref = weakref.ref(model), weakref.ref(engine.K)
+    del model, engine
+    gc.collect()
+    assert model_ref() is None and cache_ref() is None

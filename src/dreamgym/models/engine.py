@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import time
-import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Hashable
@@ -47,15 +46,28 @@ engine_supports = supports
 """True for decoders the engine runs natively (else callers use HF `generate`)"""
 
 
-_ENGINES: "weakref.WeakKeyDictionary[Any, KVEngine]" = weakref.WeakKeyDictionary()
+_ENGINE_ATTR = "_dreamgym_kv_engine"
 
 
 def engine_for(model: Any, tokenizer: Any) -> "KVEngine":
-    """The engine bound to `model` (one per model object, so its cache allocation is reused)."""
-    eng = _ENGINES.get(model)
+    """The engine bound to `model` (one per model object, so its cache allocation is reused). It lives on the
+    model itself: model and engine form one cycle the garbage collector frees together. (A registry keyed
+    weakly by model leaks: the engine's own references keep every model and its KV cache alive.)"""
+    eng = bound_engine(model)
     if eng is None:
-        eng = _ENGINES[model] = KVEngine(model, tokenizer)
+        eng = KVEngine(model, tokenizer)
+        object.__setattr__(model, _ENGINE_ATTR, eng)  # a plain attribute, not a registered submodule
     return eng
+
+
+def bound_engine(model: Any) -> "KVEngine | None":
+    """The engine `engine_for` bound to `model`, if any."""
+    return model.__dict__.get(_ENGINE_ATTR)
+
+
+def unbind_engine(model: Any) -> None:
+    """Drop `model`'s engine (and its KV cache) now."""
+    model.__dict__.pop(_ENGINE_ATTR, None)
 
 
 @dataclass

@@ -117,8 +117,8 @@ def generate_samples(model, tokenizer, prompts: list[list[int]], settings: Gener
 
 def release_keys(model, keys: list | None = None) -> None:
     """Let the engine reuse the cache rows of `keys` (all when None); a no-op on the HF backend."""
-    from dreamgym.models.engine import _ENGINES
-    eng = _ENGINES.get(model)
+    from dreamgym.models.engine import bound_engine
+    eng = bound_engine(model)
     if eng is not None:
         eng.release(keys)
 
