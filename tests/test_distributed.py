@@ -1,7 +1,7 @@
 """Multi-device training (`sft.strategy`, `sft.devices`; models/distributed.py): pure helpers with exact
-values, and `fit-world-model` run for real as two gloo processes on the CPU with FSDP (sharded LoRA
-training) and with DDP: both see the same batches, so after the same steps their adapters must agree,
-and the FSDP adapter is exported whole (gathered to rank 0) and loads back into peft."""
+values; `fit-world-model` run for real as two DDP processes on the CPU (gloo): each trains on its own shard
+of the batches (token counts exact), one run dir, one loadable adapter; and, where CUDA GPUs exist, FSDP
+against DDP on the same batches (the FSDP adapter gathered whole to rank 0 must match)."""
 
 from __future__ import annotations
 
@@ -61,14 +61,17 @@ def test_fsdp_wraps_each_decoder_layer_class():
 
     model, _ = load_model(ModelConfig(name="tiny-random"))
     assert {c.__name__ for c in decoder_layer_classes(model)} == {"LlamaDecoderLayer"}
-    strategy = build_strategy("fsdp", model, devices=2)
-    assert type(strategy).__name__ == "FSDPStrategy"
+    strategy = build_strategy("fsdp", model, devices=2, need_gpu=False)
+    assert type(strategy).__name__ == "FSDPStrategy" and strategy.kwargs["use_orig_params"] is True
     with pytest.raises(ConfigError, match="no decoder-layer class"):
-        build_strategy("fsdp", torch.nn.Linear(2, 2), devices=2)
+        build_strategy("fsdp", torch.nn.Linear(2, 2), devices=2, need_gpu=False)
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="'fsdp' needs CUDA GPUs"):
+            build_strategy("fsdp", model, devices=2)
 
 
 def _fit(tmp_path, data, name: str, *overrides: str) -> tuple[dict, dict]:
-    """fit-world-model in a fresh interpreter (Lightning launches the extra gloo processes from its argv)."""
+    """fit-world-model in a fresh interpreter (Lightning launches the extra processes from its argv)."""
     run_dir = tmp_path / name
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("DREAMGYM_RUN_DIR", None)
@@ -91,25 +94,45 @@ def data(tmp_path_factory):
     return path
 
 
-@pytest.mark.slow
-def test_two_process_fsdp_trains_like_ddp_and_exports_the_whole_adapter(tmp_path, data):
-    fsdp, fsdp_adapter = _fit(tmp_path, data, "fsdp", "sft.strategy=fsdp", "sft.devices=2")
+def _shard_target_tokens(data, world_size: int, steps: int) -> int:
+    """Labelled tokens of the first `steps` batches of every rank's shard (what the run should count)."""
+    from dreamgym.experience.sft_data import SFTDataModule, bucket_batches, load_records
+    from dreamgym.models.loading import load_tokenizer
+
+    cfg = load_config(FitWorldModelConfig, [DEBUG], [])
+    dm = SFTDataModule(load_records([data]), load_tokenizer(cfg.model), cfg.prompt, cfg.sft, seed=cfg.seed)
+    dm.setup("fit")
+    lengths = [len(e.input_ids) for e in dm.train]
+    batches = bucket_batches(lengths, cfg.sft.batch_size, cfg.sft.bucket_megabatch, cfg.seed, 0)
+    mine = [b for r in range(world_size) for b in shard_batches(batches, r, world_size)[:steps]]
+    return sum(sum(1 for x in dm.train[i].labels if x != -100) for b in mine for i in b)
+
+
+def test_two_cpu_processes_train_on_disjoint_shards_with_ddp(tmp_path, data):
     ddp, ddp_adapter = _fit(tmp_path, data, "ddp", "sft.strategy=ddp", "sft.devices=2")
     single, single_adapter = _fit(tmp_path, data, "single")
-    assert fsdp["devices"] == ddp["devices"] == 2 and single["devices"] == 1
-    assert fsdp["global_step"] == ddp["global_step"] == 2
-    # the two processes trained on disjoint halves: tokens are summed over them, as for DDP
-    assert fsdp["tokens_trained"] == ddp["tokens_trained"] > 0
-    assert fsdp_adapter.keys() == ddp_adapter.keys() == single_adapter.keys()
-    assert all(v.numel() > 0 for v in fsdp_adapter.values())   # gathered whole, not a rank's shard
-    diffs = {k: (fsdp_adapter[k] - ddp_adapter[k]).abs().max().item() for k in fsdp_adapter}
-    assert max(diffs.values()) < 1e-5, diffs
-    # and training moved the adapter: LoRA B starts at zero
-    assert max(v.abs().max().item() for k, v in fsdp_adapter.items() if "lora_B" in k) > 0
-    # the FSDP run's adapter loads into peft and its checkpoint resumes under FSDP
+    assert ddp["devices"] == 2 and single["devices"] == 1 and ddp["global_step"] == single["global_step"] == 2
+    # each process trained on its own half of the batches, and the tokens were summed over both
+    assert ddp["tokens_trained"] == _shard_target_tokens(data, 2, 2) != single["tokens_trained"]
+    assert single["tokens_trained"] == _shard_target_tokens(data, 1, 2)
+    # one run dir (rank 1 wrote nothing of its own), one adapter, trained (LoRA B starts at zero) and loadable
+    assert not (tmp_path / "ddp" / "rank1").exists() and ddp_adapter.keys() == single_adapter.keys()
+    assert max(v.abs().max().item() for k, v in ddp_adapter.items() if "lora_B" in k) > 0
     from dreamgym.config import ModelConfig
     from dreamgym.models.loading import load_adapter
 
-    model, _ = load_adapter(ModelConfig(name="tiny-random"), tmp_path / "fsdp")
-    loaded = {k: v for k, v in model.state_dict().items() if "lora_" in k}
-    assert len(loaded) == len(fsdp_adapter)
+    model, _ = load_adapter(ModelConfig(name="tiny-random"), tmp_path / "ddp")
+    assert sum("lora_" in k for k in model.state_dict()) == len(ddp_adapter)
+
+
+@pytest.mark.gpu
+def test_fsdp_on_the_gpus_exports_the_whole_adapter_and_matches_ddp(tmp_path, data):
+    if not torch.cuda.is_available():
+        pytest.skip("FSDP needs CUDA GPUs (torch's FSDP has no CPU device support)")
+    n = str(torch.cuda.device_count())
+    fsdp, fsdp_adapter = _fit(tmp_path, data, "fsdp", "sft.strategy=fsdp", f"sft.devices={n}", "sft.precision=32-true")
+    ddp, ddp_adapter = _fit(tmp_path, data, "ddp", "sft.strategy=ddp", f"sft.devices={n}", "sft.precision=32-true")
+    assert fsdp["devices"] == ddp["devices"] == int(n) and fsdp["tokens_trained"] == ddp["tokens_trained"]
+    assert fsdp_adapter.keys() == ddp_adapter.keys() and all(v.numel() for v in fsdp_adapter.values())
+    diffs = {k: (fsdp_adapter[k].float() - ddp_adapter[k].float()).abs().max().item() for k in fsdp_adapter}
+    assert max(diffs.values()) < 1e-4, diffs

@@ -1,13 +1,14 @@
 """Multi-device training strategies for the Lightning trainers (`sft.strategy`, `sft.devices`).
 
 * `auto`: Lightning's choice (one device, no wrapping): the default and the CPU path.
-* `ddp`: data parallel, one process per device, gradients all-reduced (the model fits each device).
+* `ddp`: data parallel, one process per device, gradients all-reduced (the model fits each device); on CPU
+  the processes talk over gloo (tests/test_distributed.py runs two).
 * `fsdp`: Lightning's `FSDPStrategy`: every decoder layer of the model (found by class, any Llama-family or
   other HF architecture whose layer class ends in `DecoderLayer`) is its own FSDP unit, parameters are
   sharded across the processes (FULL_SHARD; world size 1 runs unsharded, FSDP's NO_SHARD), `use_orig_params`
   keeps LoRA's trainable and the frozen base weights in one flat parameter, and checkpoints are gathered
   into one full state dict on rank 0 (`state_dict_type="full"`), so a run trained with FSDP resumes and
-  exports adapters exactly like a single-device one. CPU processes use gloo (tests run two of them).
+  exports adapters exactly like a single-device one. GPUs only (torch's FSDP has no CPU device support).
 
 What changes for the code around the trainer: parameter names under FSDP carry wrapper prefixes
 (`clean_param_name`), each process trains on its share of the batches (`shard_batches`), gradient norms
@@ -30,8 +31,9 @@ STRATEGIES = ("auto", "ddp", "fsdp")
 _WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
 
 
-def build_strategy(name: str, model: Any, devices: int, key: str = "sft.strategy") -> Any:
-    """The Lightning `strategy=` argument for `name` (one of STRATEGIES) and a model about to be trained."""
+def build_strategy(name: str, model: Any, devices: int, key: str = "sft.strategy", need_gpu: bool = True) -> Any:
+    """The Lightning `strategy=` argument for `name` (one of STRATEGIES) and a model about to be trained.
+    need_gpu=False builds an FSDP strategy object without CUDA (the meta-device dry run of paper presets)."""
     if name not in STRATEGIES:
         raise ConfigError(f"key '{key}': got {name!r}, expected one of {', '.join(STRATEGIES)}")
     if name == "auto":
@@ -53,6 +55,9 @@ def build_strategy(name: str, model: Any, devices: int, key: str = "sft.strategy
     if not layers:
         raise ConfigError(f"key '{key}': 'fsdp' found no decoder-layer class (a module class named "
                           f"'*DecoderLayer') in {type(model).__name__}; use 'ddp'")
+    if need_gpu and not torch.cuda.is_available():
+        raise ConfigError(f"key '{key}': 'fsdp' needs CUDA GPUs (torch's FSDP has no CPU device support); use "
+                          "'ddp' for several CPU processes")
     return FSDPStrategy(auto_wrap_policy=layers, use_orig_params=True, state_dict_type="full",
                         sharding_strategy="FULL_SHARD", limit_all_gathers=True)
 

@@ -192,7 +192,7 @@ def _build_world_model(cfg: FitWorldModelConfig, objects: dict):
     if sft.strategy != "auto":
         from dreamgym.models.distributed import build_strategy
 
-        objects["strategy"] = build_strategy(sft.strategy, model, sft.devices)
+        objects["strategy"] = build_strategy(sft.strategy, model, sft.devices, need_gpu=False)
     return [rep], facts
 
 
