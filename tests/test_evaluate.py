@@ -30,3 +30,18 @@ def test_evaluate_scripted_policy_only(tmp_path):
     assert res.exit_code == 0, res.output
     s = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert set(s["rows"]) == {"oracle"} and s["success_rate"] == 1.0 and s["split"] == "test"
+
+
+class NoOracleCorridor(__import__("dreamgym.envs.toy", fromlist=["ChoiceCorridorEnv"]).ChoiceCorridorEnv):
+    """The corridor without a scripted oracle (like `http` or `webarena`)."""
+
+    def oracle(self):
+        return None
+
+
+def test_reference_rows_leave_out_the_oracle_of_an_env_without_one(tmp_path):
+    res = CliRunner().invoke(app, ["evaluate", "--env", "tests.test_evaluate:NoOracleCorridor", "--policy", "random",
+                                   "--episodes", "2", "--run-dir", str(tmp_path / "e")])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "e" / "summary.json").read_text())
+    assert set(summary["rows"]) == {"random"} and summary["policy"] == "random"

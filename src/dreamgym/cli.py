@@ -380,12 +380,14 @@ def sweep(
 
 def main() -> None:
     """Console-script entry point: user errors become one red line and exit code 2."""
+    from rich.markup import escape
+
     from dreamgym.errors import USER_ERRORS
 
     try:
         app()
     except USER_ERRORS as e:
-        console.print(f"[red]error:[/red] {e}")
+        console.print(f"[red]error:[/red] {escape(str(e))}")  # messages carry brackets: 'dreamgym[webarena]'
         sys.exit(2)
 
 

@@ -1,13 +1,16 @@
-"""Real-environment and data-collection configs: WebShop, the AgentGym HTTP client, `collect`, `serve-env`."""
+"""Real-environment and data-collection configs: WebShop, the AgentGym HTTP client, TextWorld, MiniWoB++,
+WebArena, `collect`, `serve-env`."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from dreamgym.config.loading import ConfigError, SPLITS
 
-__all__ = ["WebShopConfig", "HttpConfig", "TextWorldConfig", "MiniWoBConfig", "EnvConfig", "CollectConfig", "ServeEnvConfig"]
+__all__ = ["WebShopConfig", "HttpConfig", "TextWorldConfig", "MiniWoBConfig", "WebArenaConfig", "WEBARENA_SITES",
+           "WEBARENA_TASKS", "EnvConfig", "CollectConfig", "ServeEnvConfig"]
 
 
 @dataclass
@@ -123,6 +126,89 @@ class MiniWoBConfig:
     """run the browser without a window"""
 
 
+WEBARENA_SITES = ("shopping", "shopping_admin", "reddit", "gitlab", "wikipedia", "map", "homepage")
+"""the WebArena sites, in BrowserGym's order; site `x` is exported as the variable WA_<X>"""
+WEBARENA_TASKS = 812
+"""WebArena has the tasks 0..811 (test.raw.json)"""
+_WEBARENA_SPLITS = {"train": range(0, 650), "dev": range(650, 700), "test": range(700, 812)}
+
+
+@dataclass
+class WebArenaConfig:
+    """WebArena tasks on the user's own WebArena servers through BrowserGym (`envs/webarena_env.py`)."""
+
+    train_tasks: Optional[list[int]] = None
+    """WebArena task ids (0-811) of the train split; None = 0..649, less the ids another split lists"""
+    dev_tasks: Optional[list[int]] = None
+    """task ids of the dev split; None = 650..699, less the ids another split lists"""
+    test_tasks: Optional[list[int]] = None
+    """task ids of the test split; None = 700..811, less the ids another split lists"""
+    shopping: Optional[str] = None
+    """URL of the shopping site (OneStopShop; WebArena's port 7770), exported as WA_SHOPPING;
+    None = keep WA_SHOPPING from the environment"""
+    shopping_admin: Optional[str] = None
+    """URL of the shopping admin panel (port 7780, path /admin), exported as WA_SHOPPING_ADMIN"""
+    reddit: Optional[str] = None
+    """URL of the reddit-like forum (Postmill; port 9999), exported as WA_REDDIT"""
+    gitlab: Optional[str] = None
+    """URL of the GitLab server (port 8023), exported as WA_GITLAB"""
+    wikipedia: Optional[str] = None
+    """URL of the Kiwix Wikipedia (port 8888, path /wikipedia_en_all_maxi_2022-05/A/User:The_other_Kiwix_guy/Landing),
+    exported as WA_WIKIPEDIA"""
+    map: Optional[str] = None
+    """URL of the OpenStreetMap server (port 3000), exported as WA_MAP"""
+    homepage: Optional[str] = None
+    """URL of the homepage that lists the sites (port 4399), exported as WA_HOMEPAGE"""
+    max_steps: int = 30
+    """episode step limit (the env ends the episode, truncated)"""
+    chromium: Optional[str] = None
+    """Chromium executable; None = Playwright's own build if installed, else `chromium` on PATH"""
+    headless: bool = True
+    """run the browser without a window"""
+
+    def __post_init__(self) -> None:
+        for split in SPLITS:
+            key, ids = f"{split}_tasks", getattr(self, f"{split}_tasks")
+            if ids is None:
+                continue
+            bad = [i for i in ids if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < WEBARENA_TASKS]
+            if bad:
+                raise ConfigError(f"key 'env.webarena.{key}': got {bad[:5]}, expected WebArena task ids, "
+                                  f"integers in 0..{WEBARENA_TASKS - 1}")
+            dup = sorted(i for i, n in Counter(ids).items() if n > 1)
+            if dup:
+                raise ConfigError(f"key 'env.webarena.{key}': task ids {dup[:5]} appear twice, expected each once")
+        seen: dict[int, str] = {}
+        for split in SPLITS:
+            for i in getattr(self, f"{split}_tasks") or []:
+                if i in seen:
+                    raise ConfigError(f"key 'env.webarena.{split}_tasks': task id {i} is also in "
+                                      f"'env.webarena.{seen[i]}_tasks', expected disjoint splits")
+                seen[i] = split
+        for site in WEBARENA_SITES:
+            url = getattr(self, site)
+            if url is not None and (not str(url).startswith(("http://", "https://")) or str(url).endswith("/")):
+                raise ConfigError(f"key 'env.webarena.{site}': got {url!r}, expected an http:// or https:// URL "
+                                  "without a trailing slash (WebArena's task file appends paths to it)")
+        if self.max_steps < 1:
+            raise ConfigError(f"key 'env.webarena.max_steps': got {self.max_steps}, expected a positive int")
+
+    def task_ids(self, split: str) -> list[int]:
+        """The task ids of `split` ('train', 'dev' or 'test'): the configured list, or else the default
+        range less the ids the other splits list (so the three stay disjoint)."""
+        if split not in _WEBARENA_SPLITS:
+            raise ConfigError(f"split {split!r}: expected one of {', '.join(_WEBARENA_SPLITS)}")
+        ids = getattr(self, f"{split}_tasks")
+        if ids is not None:
+            return list(ids)
+        taken = {i for other in _WEBARENA_SPLITS if other != split for i in getattr(self, f"{other}_tasks") or []}
+        return [i for i in _WEBARENA_SPLITS[split] if i not in taken]
+
+    def urls(self) -> dict[str, Optional[str]]:
+        """Site -> configured URL (None where the config leaves it to the WA_* variable)."""
+        return {site: getattr(self, site) for site in WEBARENA_SITES}
+
+
 @dataclass
 class EnvConfig:
     """Which real environment to build: a registered name or an import path `pkg.module:Class`."""
@@ -133,6 +219,7 @@ class EnvConfig:
     http: HttpConfig = field(default_factory=HttpConfig)
     textworld: TextWorldConfig = field(default_factory=TextWorldConfig)
     miniwob: MiniWoBConfig = field(default_factory=MiniWoBConfig)
+    webarena: WebArenaConfig = field(default_factory=WebArenaConfig)
     kwargs: dict[str, Any] = field(default_factory=dict)
     """keyword arguments for a user env class given as `pkg.module:Class`"""
 

@@ -88,6 +88,7 @@ _BUILTIN: dict[str, str] = {
     "textworld": "dreamgym.envs.textworld_env:TextWorldEnv",
     "alfworld": "dreamgym.envs.alfworld:AlfWorldHttpEnv",
     "miniwob": "dreamgym.envs.miniwob_env:MiniWoBEnv",
+    "webarena": "dreamgym.envs.webarena_env:WebArenaEnv",
 }
 _REGISTRY: dict[str, Callable[..., Any] | str] = dict(_BUILTIN)
 

@@ -5,6 +5,8 @@ policies on the same tasks as reference rows."""
 
 from __future__ import annotations
 
+import logging
+
 from pathlib import Path
 
 from dreamgym.config import EvaluateConfig
@@ -18,6 +20,8 @@ from dreamgym.stats import wilson_interval
 from dreamgym.types import Trajectory, write_trajectories
 
 __all__ = ["evaluate", "evaluate_policy", "row"]
+
+log = logging.getLogger(__name__)
 
 
 def evaluate(cfg: EvaluateConfig, policy: str = "base", run_dir: Path | None = None) -> dict:
@@ -33,6 +37,9 @@ def evaluate(cfg: EvaluateConfig, policy: str = "base", run_dir: Path | None = N
     write_trajectories(run.path / "trajectories.jsonl", trajs)
     if cfg.references:
         for ref in SCRIPTED_POLICIES:
+            if ref == "oracle" and env.oracle() is None:  # envs without a scripted oracle (http, webarena)
+                log.info("no oracle reference row: env %r has no scripted oracle", cfg.env.name)
+                continue
             if ref != policy:
                 with run.phase(f"eval_{ref}"):
                     rows[ref] = row(evaluate_policy(cfg, env, tasks, ref))
