@@ -28,6 +28,10 @@ class QuickstartConfig:
     """greedy real-env episodes per evaluated policy (the same first tasks of `eval_split` for every row)"""
     eval_split: str = "test"
     """real env split of the comparison"""
+    teacher: str = "rule"
+    """`annotate` teacher of the experience model's SFT set: 'rule' (deterministic rationales), 'model' (the
+    embedded LLM; slow on CPU) or 'none'; rationales are trained only where the world-model prompt has
+    reasoning on (the quickstart presets: off)"""
     world_model_presets: list[str] = field(default_factory=lambda: ["configs/quickstart/world_model.yaml"])
     """fit-world-model presets"""
     sft_presets: list[str] = field(default_factory=lambda: ["configs/quickstart/sft.yaml"])
@@ -47,5 +51,7 @@ class QuickstartConfig:
         if self.demos < 2 or self.failures < 0 or self.eval_episodes < 1:
             raise ConfigError(f"keys 'demos'/'failures'/'eval_episodes': got {self.demos}, {self.failures}, "
                               f"{self.eval_episodes}; expected demos >= 2, failures >= 0, eval_episodes >= 1")
+        if self.teacher not in ("rule", "model", "none"):
+            raise ConfigError(f"key 'teacher': got {self.teacher!r}, expected 'rule', 'model' or 'none'")
         if self.eval_split not in SPLITS:
             raise ConfigError(f"key 'eval_split': got {self.eval_split!r}, expected one of {', '.join(SPLITS)}")

@@ -3,7 +3,9 @@
 Steps (each a normal run dir under `RUN/steps/`, so every artifact can be inspected or reused by hand):
  1. `collect_oracle`, `collect_random`: scripted episodes on the real env's train split
  2. `buffer`: the replay buffer seeded with both (MiniLM embeddings)
- 3. `world_model`: the experience model fitted on both (LoRA SFT of the embedded model)
+ 2b. `annotate`: their transitions as the experience model's SFT set: history, the top-k demonstrations
+    retrieved from the buffer (own trajectory excluded, as the synthetic env will see them) and a rationale
+ 3. `world_model`: the experience model fitted on that set (LoRA SFT of the embedded model)
  4. `sft`: the SFT warm start, behaviour cloning on the oracle demonstrations
  5. `s2r`: from the SFT policy, RL in the synthetic env (phase 1), then in the real env under the S2R budget
     (phase 2); it evaluates the SFT policy (before), the synthetic-only policy and the S2R policy
@@ -24,15 +26,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from dreamgym.config import (BufferBuildConfig, CollectConfig, EvaluateConfig, FitWorldModelConfig, S2RConfig,
-                             SFTPolicyConfig, load_config)
+from dreamgym.config import (AnnotateConfig, BufferBuildConfig, CollectConfig, EvaluateConfig, FitWorldModelConfig,
+                             S2RConfig, SFTPolicyConfig, load_config)
 from dreamgym.config.quickstart import QuickstartConfig
 from dreamgym.errors import DreamGymError
 from dreamgym.runs import RunDir
 
 __all__ = ["quickstart", "resolve_preset", "STEPS"]
 
-STEPS = ("collect_oracle", "collect_random", "buffer", "world_model", "sft", "s2r", "real_only", "eval_base",
+STEPS = ("collect_oracle", "collect_random", "buffer", "annotate", "world_model", "sft", "s2r", "real_only", "eval_base",
          "eval_real_only")
 
 
@@ -72,7 +74,8 @@ def quickstart(cfg: QuickstartConfig, run_dir: str | Path | None = None, resume:
     rows = _rows(done)
     write_report(run.path, cfg, rows, done)
     s2r = done["s2r"]
-    ledger = {k: sum(float(d.get(k) or 0) for name, d in done.items() if name != "buffer") for k in  # buffer re-counts
+    ledger = {k: sum(float(d.get(k) or 0) for name, d in done.items() if name not in ("buffer", "annotate"))
+              for k in  # buffer and annotate re-count the collected transitions
               ("real_transitions", "synthetic_transitions", "tokens_generated", "tokens_trained", "gpu_hours")}
     return run.write_summary(
         env=cfg.env.name, eval_split=cfg.eval_split, eval_episodes=cfg.eval_episodes, real_budget=s2r["real_budget"],
@@ -85,6 +88,7 @@ def quickstart(cfg: QuickstartConfig, run_dir: str | Path | None = None, resume:
 # -- internals ---------------------------------------------------------------------------------
 
 def _run_steps(cfg: QuickstartConfig, step, progress: bool) -> None:
+    from dreamgym.pipelines.annotate import annotate
     from dreamgym.pipelines.buffer import buffer_build
     from dreamgym.pipelines.collect import collect
     from dreamgym.pipelines.evaluate import evaluate
@@ -107,7 +111,13 @@ def _run_steps(cfg: QuickstartConfig, step, progress: bool) -> None:
         load_config(BufferBuildConfig, [], seed + [f"progress={progress}"]), data, out=p / "buffer", run_dir=p), False)
     wm_cfg = load_config(FitWorldModelConfig, [resolve_preset(f) for f in cfg.world_model_presets],
                          seed + cfg.world_model_overrides)
-    world_model = step("world_model", lambda p, again: fit_world_model(wm_cfg, data, run_dir=p, resume=again), True)
+    # the experience model's SFT set: each transition with its history, the top-k demonstrations the synthetic
+    # env will retrieve (own trajectory excluded) and a teacher rationale (used when prompt.reasoning is on)
+    sft_set = step("annotate", lambda p, _: annotate(
+        AnnotateConfig(teacher=cfg.teacher, demos_k=wm_cfg.prompt.demos_k, seed=cfg.seed), [Path(d) for d in data],
+        out=p / "sft.jsonl", buffer_dir=Path(buffer["buffer_dir"]), run_dir=p, progress=progress), False)
+    world_model = step("world_model", lambda p, again: fit_world_model(wm_cfg, [sft_set["out"]], run_dir=p,
+                                                                       resume=again), True)
     sft_cfg = load_config(SFTPolicyConfig, [resolve_preset(f) for f in cfg.sft_presets], seed + cfg.sft_overrides)
     sft_cfg.env = cfg.env
     sft = step("sft", lambda p, again: sft_policy(sft_cfg, [oracle["trajectories"]], run_dir=p, resume=again), True)
