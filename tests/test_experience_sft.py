@@ -156,6 +156,21 @@ def test_train_val_split_is_by_trajectory(cfg, records, tokenizer):
     assert (batch["labels"][batch["attention_mask"] == 0] == -100).all()       # padding never labelled
 
 
+def test_terminal_repeats_oversample_train_outcome_steps_only(cfg, records, tokenizer):
+    from dataclasses import replace
+
+    plain = SFTDataModule(records, tokenizer, cfg.prompt, cfg.sft, seed=0)
+    plain.setup()
+    heavy = SFTDataModule(records, tokenizer, cfg.prompt, replace(cfg.sft, terminal_repeats=3), seed=0)
+    heavy.setup()
+    terminal_train = sum(1 for r in records if r["done"] and str(r["trajectory_id"]) not in plain.val_trajectories)
+    assert plain.terminal_train == heavy.terminal_train == terminal_train > 0
+    assert len(heavy.train) == len(plain.train) + 2 * terminal_train and len(heavy.val) == len(plain.val)
+    assert heavy.summary()["real_transitions"] == plain.summary()["real_transitions"] == len(records)
+    done_targets = [e for e in heavy.train if "<done>true</done>" in e.target]
+    assert len(done_targets) == 3 * terminal_train
+
+
 def test_dev_and_test_records_are_refused(tmp_path, records):
     annotated = tmp_path / "sft.jsonl"
     rows = [dict(records[0]), {**records[1], "split": "dev"}]

@@ -170,6 +170,10 @@ class SFTSettings:
     """Lightning's logging interval for step scalars"""
     progress: bool = True
     """show the rich progress bar"""
+    terminal_repeats: int = 1
+    """each terminal (done) training transition appears this many times per epoch: the reward is decided at
+    those rare steps (WebShop's purchases are ~12% of transitions), and a model that rarely sees them learns
+    to predict 'not done, reward 0' everywhere. Validation is never repeated."""
     strategy: str = "auto"
     """'auto' (one device), 'ddp' (data parallel) or 'fsdp' (Lightning FSDP: decoder layers sharded over
     the processes; see models/distributed.py). batch_size is per process."""
@@ -182,7 +186,7 @@ class SFTSettings:
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"key 'sft.strategy': got {self.strategy!r}, expected one of {', '.join(STRATEGIES)}")
         for key in ("batch_size", "accumulate_grad_batches", "max_seq_len", "num_samples", "sample_max_new_tokens",
-                    "log_every_n_steps", "bucket_megabatch", "devices"):
+                    "log_every_n_steps", "bucket_megabatch", "devices", "terminal_repeats"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"key 'sft.{key}': got {getattr(self, key)}, expected a positive int")
         for key in ("warmup_steps", "sample_every_n_val"):

@@ -250,6 +250,8 @@ class SFTDataModule(L.LightningDataModule):
         self.train: list[SFTExample] | None = None
         self.val: list[SFTExample] = []
         self.dropped_too_long = 0
+        self.terminal_train = 0
+        """distinct terminal (done) transitions in the train split (before terminal_repeats)"""
         self.train_trajectories: set[str] = set()
         self.val_trajectories: set[str] = set()
 
@@ -263,12 +265,17 @@ class SFTDataModule(L.LightningDataModule):
             [str(r["trajectory_id"]) for r in self.records], self.sft.val_fraction, self.seed)
         end_ids = end_of_turn_ids(self.tokenizer)
         self.train, self.val = [], []
+        self.terminal_train = 0
         for rec in self.records:
             ex = tokenize_record(rec, self.tokenizer, self.prompt, self.sft, end_ids)
             if ex is None:
                 self.dropped_too_long += 1
             else:
-                (self.val if ex.trajectory_id in self.val_trajectories else self.train).append(ex)
+                held_out = ex.trajectory_id in self.val_trajectories
+                (self.val if held_out else self.train).append(ex)
+                if rec.get("done") and not held_out:
+                    self.terminal_train += 1
+                    self.train.extend([ex] * (self.sft.terminal_repeats - 1))  # oversampled outcome steps
         if not self.train:
             raise DreamGymError(f"key 'sft.max_seq_len': all {len(self.records)} training examples are longer than "
                                 f"{self.sft.max_seq_len} tokens; raise it or lower the prompt's char limits")
@@ -298,6 +305,7 @@ class SFTDataModule(L.LightningDataModule):
     def summary(self) -> dict:
         """Counts for summary.json: examples, trajectories, dropped, real transitions, planned padding."""
         train, val = self.train or [], self.val
+        distinct = list({id(e): e for e in train + val}.values())  # terminal_repeats repeats the same objects
         lengths = [len(e.input_ids) for e in train]
         tokens = sum(lengths)
         planned = bucket_batches(lengths, self.sft.batch_size, self.sft.bucket_megabatch, self.seed)
@@ -308,8 +316,9 @@ class SFTDataModule(L.LightningDataModule):
 
         return {"train_examples": len(train), "val_examples": len(val), "dropped_too_long": self.dropped_too_long,
                 "train_trajectories": len(self.train_trajectories), "val_trajectories": len(self.val_trajectories),
-                "real_transitions": sum(e.source == "real" for e in train + val),
-                "examples_with_reasoning": sum(e.target.startswith("<think>") for e in train + val),
+                "terminal_train_transitions": self.terminal_train, "terminal_repeats": self.sft.terminal_repeats,
+                "real_transitions": sum(e.source == "real" for e in distinct),
+                "examples_with_reasoning": sum(e.target.startswith("<think>") for e in distinct),
                 "planned_padding_share": round(share(padding_tokens(planned, lengths)), 4),
                 "random_batching_padding_share": round(share(padding_tokens(random_batches, lengths)), 4),
                 "mean_example_tokens": round(tokens / len(train), 1) if train else 0.0}
