@@ -220,6 +220,8 @@ class ExperienceModel(L.LightningModule):
             if state is None:
                 return None
             state = {k.removeprefix("model."): v for k, v in state.items()}
+        elif self._trainer is not None and self._trainer.global_rank != 0:
+            return None  # DDP: every process holds the same weights; rank 0 writes them
         else:
             state = None
         if self.cfg.model.lora.enabled:
