@@ -14,7 +14,7 @@ export PYTHONPATH=$PWD/src:$PWD:$SITE${PYTHONPATH:+:$PYTHONPATH}
 {
   echo "## $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader)"
   python -c "import sys, torch, transformers, peft; print('python', sys.version.split()[0], 'torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__)"
-  python -m pytest -q -p no:cacheprovider -m gpu tests/test_engine.py 2>&1 | tail -3
+  python -m pytest -q -p no:cacheprovider -m gpu tests/test_engine.py tests/test_distributed.py 2>&1 | tail -3
   python benchmarks/rollout.py --device cuda --profile ${ROLLOUT_ARGS:-} 2>&1 | grep -v -i warn
   python benchmarks/rollout.py --device cuda --dtype float32 --batches 16 2>&1 | grep -v -i warn
   python benchmarks/sft.py --device cuda 2>&1 | grep -v -i warn | tail -12
