@@ -82,7 +82,7 @@ def _webshop_rationale(rec: dict) -> str:
     m = _ACTION.match(action)
     name, arg = (m.group(1), m.group(2).lower()) if m else (action, "")
     segs = _segments(nxt)
-    if nxt == state and not rec["done"] and name == "click" and arg in {x.lower() for x in _segments(state)} - _BUTTONS:
+    if nxt == state and not rec["done"] and name == "click" and arg in _page_options(_segments(state)):
         return (f"Clicking the option '{arg}' selects it for the purchase; the page text stays the same (the item "
                 "page does not mark the chosen option) and the reward is 0.")
     if nxt == state and not rec["done"]:
@@ -129,6 +129,11 @@ _PRICE = re.compile(r"\$\s*([0-9]+(?:\.[0-9]+)?)")
 _LIMIT = re.compile(r"(?:lower|less) than\s*\$?\s*([0-9]+(?:\.[0-9]+)?)\s*dollars")
 
 
+def _page_options(segs: list[str]) -> set[str]:
+    """A page's clickable texts other than its fixed buttons (lowercased): the item options, among others."""
+    return {seg.lower() for seg in segs} - _BUTTONS
+
+
 def purchase_evidence(rec: dict) -> str:
     """What a purchase's reward depends on, read off the prompt's own inputs (instruction, item page,
     the options clicked earlier in the episode): the item, its price against the limit, the chosen options
@@ -138,14 +143,14 @@ def purchase_evidence(rec: dict) -> str:
     price_at = next((i for i, seg in enumerate(segs) if seg.startswith("Price:")), None)
     title = segs[price_at - 1] if price_at else "the item"
     price = _PRICE.search(segs[price_at]) if price_at is not None else None
-    limit = _LIMIT.search(rec.get("instruction", "").lower())
+    instruction = rec.get("instruction", "").lower()
+    limit = _LIMIT.search(instruction)
     if price and limit:
         within = float(price.group(1)) <= float(limit.group(1))
         cost = f"${price.group(1)} ({'within' if within else 'over'} the ${limit.group(1)} limit)"
     else:
         cost = f"${price.group(1)}" if price else "an unknown price"
-    instruction = rec.get("instruction", "").lower()
-    on_page = {seg.lower() for seg in segs} - _BUTTONS
+    on_page = _page_options(segs)
     chosen: list[str] = []
     for _, action in rec.get("history") or []:  # option clicks since this item was opened
         m = _ACTION.match(str(action).strip())
@@ -154,6 +159,7 @@ def purchase_evidence(rec: dict) -> str:
             chosen = []
         elif arg in on_page and arg not in chosen:
             chosen.append(arg)
+
     def requested(option: str) -> bool:  # as a whole phrase: option "8" is not in "18 inch"
         return re.search(rf"(?<![a-z0-9]){re.escape(option)}(?![a-z0-9])", instruction) is not None
 

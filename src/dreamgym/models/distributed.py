@@ -118,4 +118,5 @@ def full_state_dict(trainer: Any, module: Any, keep: set[str]) -> dict[str, torc
             return None
     else:
         state = module.state_dict()
-    return {clean_param_name(k): v for k, v in state.items() if clean_param_name(k) in keep}
+    clean = ((clean_param_name(k), v) for k, v in state.items())
+    return {k: v for k, v in clean if k in keep}

@@ -331,13 +331,13 @@ class KVEngine:
         for q, tok, lp, a in zip(reqs, out, chosen_lp, allowed):
             q.ids.append(tok)
             q.logprobs.append(lp)
-            q.stopped = tok in stops
             if q.trie is not None:
                 q.allowed.append(a)
                 _fast_forward(q)
                 q.stopped = q.ids[-1] in stops
                 q.done = not q.trie.allowed(q.ids) or len(q.ids) >= q.limit
             else:
+                q.stopped = tok in stops
                 q.done = q.stopped or len(q.ids) >= q.limit
         return out
 

@@ -141,9 +141,9 @@ class _State:
 
 
 def _phase_ledger(s: dict, wall: float) -> dict:
-    keys = ("run_dir", "iterations", "success_rate_first", "success_rate_last", "adapter_dir", "policy_updates",
-            "zero_var_group_share", "wm_parse_fail_rate") + _LEDGER
-    return {**{k: s.get(k) for k in keys if k in s or k not in _OPTIONAL}, "wall_clock_s": wall}
+    keys = ("run_dir", "iterations", "success_rate_first", "success_rate_last", "adapter_dir",
+            "policy_updates") + _LEDGER
+    return {**{k: s.get(k) for k in keys}, **{k: s[k] for k in _OPTIONAL if k in s}, "wall_clock_s": wall}
 
 
 def _total(phases: dict, key: str):
