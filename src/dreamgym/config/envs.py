@@ -1,5 +1,5 @@
-"""Real-environment and data-collection configs: WebShop, the AgentGym HTTP client, TextWorld, MiniWoB++,
-WebArena, `collect`, `serve-env`."""
+"""Real-environment and data-collection configs: WebShop, the AgentGym HTTP client, TextWorld, native ALFWorld,
+MiniWoB++, WebArena, `collect`, `serve-env`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Any, Optional
 
 from dreamgym.config.loading import ConfigError, SPLITS
 
-__all__ = ["WebShopConfig", "HttpConfig", "TextWorldConfig", "MiniWoBConfig", "WebArenaConfig", "WEBARENA_SITES",
+__all__ = ["WebShopConfig", "HttpConfig", "TextWorldConfig", "AlfWorldNativeConfig", "ALFWORLD_TASK_TYPES",
+           "MiniWoBConfig", "WebArenaConfig", "WEBARENA_SITES",
            "WEBARENA_TASKS", "EnvConfig", "CollectConfig", "ServeEnvConfig"]
 
 
@@ -100,6 +101,49 @@ class TextWorldConfig:
     """episode step limit: the env ends an episode after this many actions (truncated)"""
     cache_dir: Optional[str] = None
     """where generated games are kept; None = $DREAMGYM_CACHE/textworld or ~/.cache/dreamgym/textworld"""
+
+
+ALFWORLD_TASK_TYPES = ("pick_and_place_simple", "look_at_obj_in_light", "pick_clean_then_place_in_recep",
+                       "pick_heat_then_place_in_recep", "pick_cool_then_place_in_recep", "pick_two_obj_and_place")
+"""ALFWorld's six task types (its TASK_TYPES 1-6)"""
+
+
+@dataclass
+class AlfWorldNativeConfig:
+    """ALFWorld's text games played in-process by ALFWorld's own engine (`envs/alfworld_native.py`)."""
+
+    data_dir: Optional[str] = None
+    """games: None = the 24 small games shipped with dreamgym; else a folder searched for `game.tw-pddl`
+    files, e.g. the official data '$ALFWORLD_DATA/json_2.1.1' (its train/valid_seen/valid_unseen folders
+    become the train/dev/test splits); `~` and `$VARS` are expanded"""
+    task_types: list[str] = field(default_factory=lambda: list(ALFWORLD_TASK_TYPES))
+    """which of ALFWorld's task types to keep"""
+    seed: int = 0
+    """fixes the split assignment of a folder without train/valid_seen/valid_unseen, and the task order"""
+    dev_fraction: float = 0.25
+    """share of each task type's games in the dev split (folders without official splits)"""
+    test_fraction: float = 0.25
+    """share of each task type's games in the test split (folders without official splits)"""
+    max_games: int = 0
+    """at most this many games per split (the first ones in the fixed task order); 0 = all"""
+    max_steps: int = 50
+    """episode step limit: the env ends an episode after this many actions (truncated; ALFWorld uses 50)"""
+
+    def __post_init__(self) -> None:
+        unknown = [t for t in self.task_types if t not in ALFWORLD_TASK_TYPES]
+        if unknown or not self.task_types:
+            raise ConfigError(f"key 'env.alfworld_native.task_types': got {list(self.task_types)!r}, expected a "
+                              f"non-empty list of {', '.join(ALFWORLD_TASK_TYPES)}")
+        for key in ("dev_fraction", "test_fraction"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise ConfigError(f"key 'env.alfworld_native.{key}': got {getattr(self, key)}, expected 0 <= x < 1")
+        if self.dev_fraction + self.test_fraction >= 1.0:
+            raise ConfigError("keys 'env.alfworld_native.dev_fraction'/'test_fraction': their sum must stay below 1 "
+                              "(the rest is the train split)")
+        if self.max_games < 0:
+            raise ConfigError(f"key 'env.alfworld_native.max_games': got {self.max_games}, expected an int >= 0")
+        if self.max_steps < 1:
+            raise ConfigError(f"key 'env.alfworld_native.max_steps': got {self.max_steps}, expected a positive int")
 
 
 @dataclass
@@ -218,6 +262,7 @@ class EnvConfig:
     webshop: WebShopConfig = field(default_factory=WebShopConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     textworld: TextWorldConfig = field(default_factory=TextWorldConfig)
+    alfworld_native: AlfWorldNativeConfig = field(default_factory=AlfWorldNativeConfig)
     miniwob: MiniWoBConfig = field(default_factory=MiniWoBConfig)
     webarena: WebArenaConfig = field(default_factory=WebArenaConfig)
     kwargs: dict[str, Any] = field(default_factory=dict)
