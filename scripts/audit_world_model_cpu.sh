@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 5's CPU check of the embedded experience model, end to end (~1 h on an idle 2-core CPU):
+# Issue 5's CPU check of the embedded experience model, end to end (~2 h on an idle 2-core CPU: fit ~1 h, audit ~40 min):
 # collect 100 oracle + 100 random train trajectories and 40 + 40 held-out dev ones, build the replay buffer
 # (train only), annotate with rule rationales (evidence first, then the outcome), fit the LoRA experience
 # model with configs/world_model/cpu.yaml, and audit it on the dev transitions (full / no retrieval /
@@ -22,7 +22,7 @@ done
     --out "$OUT/sft.jsonl" --run-dir "$OUT/runs/annotate" --teacher rule > /dev/null
 if [ -f "$OUT/wm/summary.json" ]; then echo "fit: $OUT/wm exists (kept)"; else
   $DG fit-world-model -c configs/world_model/cpu.yaml --data "$OUT/sft.jsonl" --run-dir "$OUT/wm" \
-      sft.max_time_s=1200 sft.max_steps=150 "$@" > /dev/null
+      sft.max_time_s=3600 sft.max_steps=260 "$@" > /dev/null
 fi
 $DG eval-world-model -c configs/world_model/eval_cpu.yaml --data "$OUT/dev.jsonl" --world-model "$OUT/wm" \
     --buffer "$OUT/buffer" --run-dir "$OUT/eval" > /dev/null

@@ -31,6 +31,16 @@ def test_trajectory_round_trip_and_transitions(tmp_path):
     assert tr[0].trajectory_id == "webshop-train-00042-oracle-0" and tr[0].task_id == "webshop:42"
 
 
+def test_step_limit_cut_is_not_a_done_transition():
+    """A step limit's cut (info truncated) ends the episode but is no outcome of the last action: its
+    transition is not done, while a real end (purchase) stays done."""
+    traj = _traj()
+    traj.steps[1] = Step(1, "page1", ["click[b0x]"], "click[next >]", 0.0, True, {"truncated": True})
+    assert [t.done for t in traj.transitions()] == [False, False]
+    assert traj.transitions()[1].reward == 0.0 and traj.steps[1].done  # the stored step keeps the env's answer
+    assert [t.done for t in _traj().transitions()] == [False, True]
+
+
 def test_bad_trajectory_lines_name_file_and_line(tmp_path):
     path = tmp_path / "t.jsonl"
     write_trajectories(path, [_traj()])

@@ -96,7 +96,10 @@ class Step:
 @dataclass
 class Transition:
     """(s_t, a_t) -> (s_{t+1}, r_{t+1}, done): the unit the replay buffer indexes and the
-    experience model learns. `next_state` of the last step is the env's final observation."""
+    experience model learns. `next_state` of the last step is the env's final observation. `done`
+    means the env's dynamics ended the episode (a purchase, a win or loss): a step limit's cut
+    (`info["truncated"]`) is not a transition outcome, so it is `done = False` here (the rollout loop
+    imposes its own step limit; a model taught to end episodes at random turns could not learn it)."""
 
     trajectory_id: str
     step: int
@@ -154,13 +157,15 @@ class Trajectory:
                    final_observation=str(d.get("final_observation", "")))
 
     def transitions(self) -> list[Transition]:
-        """The (s_t, a_t, s_{t+1}, r_{t+1}) records of this episode, in order."""
+        """The (s_t, a_t, s_{t+1}, r_{t+1}, done) records of this episode, in order; a truncated last
+        step (step limit, budget cut) is not done (see `Transition`)."""
         out = []
         for i, s in enumerate(self.steps):
             nxt = self.steps[i + 1].observation if i + 1 < len(self.steps) else self.final_observation
             out.append(Transition(trajectory_id=self.id, step=s.t, env=self.env, source=self.source,
                                   task_id=self.task.id, instruction=self.task.instruction, state=s.observation,
-                                  action=s.action, next_state=nxt, reward=s.reward, done=s.done))
+                                  action=s.action, next_state=nxt, reward=s.reward,
+                                  done=s.done and not s.info.get("truncated", False)))
         return out
 
 
