@@ -1,4 +1,4 @@
-"""`--env alfworld`: the registered name builds the ALFWorld flavour of the HTTP client from `env.http.*`,
+"""`--env alfworld-http`: the registered name builds the ALFWorld flavour of the HTTP client from `env.http.*`,
 runs `collect` against an AgentGym-shaped ALFWorld server (the small fake of tests/test_http_env.py; the
 real server needs ALFWorld's game files), and fails clearly, naming the URL, when no server answers."""
 
@@ -27,7 +27,7 @@ def server_url():
 
 
 def _cfg(url: str) -> EnvConfig:
-    cfg = EnvConfig(name="alfworld")
+    cfg = EnvConfig(name="alfworld-http")
     cfg.http.url, cfg.http.num_tasks, cfg.http.test_goals, cfg.http.dev_goals = url, 3, 2, 0
     cfg.http.retries, cfg.http.timeout_s = 1, 5.0
     cfg.http.flavour = "webshop"  # ignored: the alfworld env always speaks the ALFWorld flavour
@@ -35,7 +35,7 @@ def _cfg(url: str) -> EnvConfig:
 
 
 def test_alfworld_resolves_to_the_alfworld_http_client(server_url, tmp_path):
-    assert "alfworld" in registered_envs()
+    assert "alfworld-http" in registered_envs()
     env = make_env(_cfg(server_url))
     assert isinstance(env, AlfWorldHttpEnv) and (env.flavour, env.env_name) == ("alfworld", "alfworld")
     assert [(t.id, t.env, t.instruction) for t in env.tasks("test")] == [

@@ -1,4 +1,4 @@
-"""The `alfworld-native` env: ALFWorld's own engine (alfworld 0.4.2, textworld[pddl], Fast Downward) over the
+"""The `alfworld` env (native engine): ALFWorld's own engine (alfworld 0.4.2, textworld[pddl], Fast Downward) over the
 24 shipped games. Pure checks first (config, registry, game discovery and split assignment, the generator
 rebuilding the shipped PDDL problems exactly), then the engine: every game loads and its walkthrough wins it,
 invalid actions, truncation of a random policy, `collect` and the CLI, and the speed caches leaving the text
@@ -40,7 +40,7 @@ SHIPPED = sorted(p.parent.name for p in GAMES_DIR.glob("*/game.tw-pddl"))
 
 
 def test_registered_and_config_validated():
-    assert "alfworld-native" in registered_envs() and "alfworld" in registered_envs()
+    assert "alfworld" in registered_envs() and "alfworld-http" in registered_envs()
     assert AlfWorldNativeConfig().task_types == list(ALFWORLD_TASK_TYPES) and AlfWorldNativeConfig().max_steps == 50
     with pytest.raises(ConfigError, match="env.alfworld_native.task_types"):
         AlfWorldNativeConfig(task_types=["pick_and_place"])
@@ -113,7 +113,7 @@ def test_task_lists_official_layout_and_spawn(tmp_path):
     again = AlfWorldEnv()
     assert [(t.id, t.instruction, t.goal) for t in again.tasks("test")] == [(t.id, t.instruction, t.goal) for t in test]
     task = test[0]
-    assert task.id == f"alfworld-native:{task.goal['game']}" and task.env == "alfworld-native" and task.split == "test"
+    assert task.id == f"alfworld:{task.goal['game']}" and task.env == "alfworld" and task.split == "test"
     assert task.goal["walkthrough"] and task.goal["task_type"] in ALFWORLD_TASK_TYPES
     assert [t.id for t in AlfWorldEnv(max_games=2).tasks("train")] == [t.id for t in train[:2]]
     only = AlfWorldEnv(task_types=["pick_two_obj_and_place"])
@@ -191,7 +191,7 @@ def test_collect_oracle_and_random_on_the_test_split(tmp_path):
     from dreamgym.pipelines.collect import collect
 
     cfg = CollectConfig(policy="oracle", episodes=6, split="test", max_turns=60, progress=False,
-                        env=EnvConfig(name="alfworld-native"))
+                        env=EnvConfig(name="alfworld"))
     summary = collect(cfg, run_dir=tmp_path / "oracle")
     assert (summary["success_rate"], summary["mean_reward"], summary["episodes"]) == (1.0, 1.0, 6)
     assert summary["invalid_action_rate"] == 0.0
@@ -208,12 +208,12 @@ def test_collect_oracle_and_random_on_the_test_split(tmp_path):
 
 @needs_engine
 def test_cli_collect_oracle_on_alfworld_native(tmp_path):
-    result = CliRunner().invoke(app, ["collect", "--env", "alfworld-native", "--policy", "oracle", "--episodes", "3",
+    result = CliRunner().invoke(app, ["collect", "--env", "alfworld", "--policy", "oracle", "--episodes", "3",
                                       "--split", "dev", "--run-dir", str(tmp_path / "run"), "max_turns=60",
                                       "env.alfworld_native.max_games=3", "progress=false"])
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert (summary["env"], summary["success_rate"], summary["episodes"]) == ("alfworld-native", 1.0, 3)
+    assert (summary["env"], summary["success_rate"], summary["episodes"]) == ("alfworld", 1.0, 3)
 
 
 @needs_engine
@@ -249,6 +249,6 @@ def test_missing_engine_fails_with_the_install_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "alfworld.agents.environment.alfred_tw_env", None)
     with pytest.raises(DreamGymError, match=r"pip install 'dreamgym\[alfworld\]'.*fast-downward-textworld from source"):
         require_alfworld()
-    cls = resolve_env_class("alfworld-native")  # the module itself imports without the engine
-    with pytest.raises(DreamGymError, match="alfworld-native"):
+    cls = resolve_env_class("alfworld")  # the module itself imports without the engine
+    with pytest.raises(DreamGymError, match="env 'alfworld'"):
         cls()

@@ -1,12 +1,12 @@
-"""`alfworld`: ALFWorld's text games through an AgentGym ALFWorld server (the `id` flavour of
-`HttpEnv`), so `--env alfworld` works wherever such a server runs. Settings are `env.http.*`: the
+"""`alfworld-http`: ALFWorld's text games through an AgentGym ALFWorld server (the `id` flavour of
+`HttpEnv`), so `--env alfworld-http` works wherever such a server runs. Settings are `env.http.*`: the
 server's `url`, and `num_tasks` (an ALFWorld server does not say how many games it has) with
 `test_goals`/`dev_goals` cutting game indices into splits; `flavour` and `env_name` are fixed to
 `alfworld`. Tasks are game indices; there is no oracle (the protocol does not expose the expert plan).
 
 The first request to an unreachable server fails with `EnvServerError`, naming the URL and how to
-point the env at a server. The native engine (`pip install 'dreamgym[alfworld]'`: textworld[pddl] and
-fast-downward, built from source) is not wrapped here; see docs/environments.md.
+point the env at a server. `--env alfworld` plays the same games in-process with ALFWorld's own engine
+(`envs/alfworld_native.py`, `pip install 'dreamgym[alfworld]'`); see docs/environments.md.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ __all__ = ["AlfWorldHttpEnv"]
 
 
 class AlfWorldHttpEnv(HttpEnv):
-    """An `HttpEnv` in the ALFWorld flavour, recorded as env `alfworld`."""
+    """An `HttpEnv` in the ALFWorld flavour (registered as `alfworld-http`), recorded as env `alfworld`."""
 
     name = "alfworld"
 
@@ -44,5 +44,5 @@ class AlfWorldHttpEnv(HttpEnv):
         try:
             return call(arg)
         except EnvServerError as e:
-            raise EnvServerError(f"{e}; env 'alfworld' needs a running AgentGym ALFWorld server: start one and "
+            raise EnvServerError(f"{e}; env 'alfworld-http' needs a running AgentGym ALFWorld server: start one and "
                                  f"set env.http.url=http://HOST:PORT (now {self.url})") from None

@@ -1,4 +1,4 @@
-"""`alfworld-native`: ALFWorld's text games (Shridhar et al. 2021) played in-process by ALFWorld's own
+"""`alfworld`: ALFWorld's text games (Shridhar et al. 2021) played in-process by ALFWorld's own
 engine: TextWorld's PDDL environment over Fast Downward, with ALFWorld's domain, grammar and object
 names (`alfworld` 0.4.2, `textworld[pddl]`). No server. Settings: `env.alfworld_native.*`.
 
@@ -12,7 +12,7 @@ names (`alfworld` 0.4.2, `textworld[pddl]`). No server. Settings: `env.alfworld_
   train, dev and test. Any other folder is split per task type by a shuffle seeded with `seed`
   (`dev_fraction`, `test_fraction`, the rest train), so every split is fixed and no game is in two.
   Each split's tasks come in a fixed order shuffled with `seed` (task types mixed); `max_games` keeps
-  the first ones. Task ids are `alfworld-native:<game folder relative to data_dir>`; the instruction is
+  the first ones. Task ids are `alfworld:<game folder relative to data_dir>`; the instruction is
   the task text ("put a clean apple in fridge."); `goal` holds the folder (`game`), `task_type` and the
   game's `walkthrough`.
 * Observations: ALFWorld's text as its engine writes it (the first one is the "-= Welcome to TextWorld,
@@ -79,11 +79,11 @@ def require_alfworld() -> Any:
         from alfworld.agents.environment.alfred_tw_env import AlfredDemangler
         from textworld.envs import PddlEnv  # noqa: F401
     except ImportError as e:
-        raise DreamGymError(f"env 'alfworld-native' needs ALFWorld's engine ({e}); install it with {_INSTALL}") from None
+        raise DreamGymError(f"env 'alfworld' needs ALFWorld's engine ({e}); install it with {_INSTALL}") from None
     from fast_downward.interface import DOWNWARD_LIB_PATH
 
     if not Path(DOWNWARD_LIB_PATH).is_file():
-        raise DreamGymError(f"env 'alfworld-native': fast_downward is installed ({fast_downward.__file__}) but its "
+        raise DreamGymError(f"env 'alfworld': fast_downward is installed ({fast_downward.__file__}) but its "
                             f"compiled library {DOWNWARD_LIB_PATH} is missing; reinstall with {_INSTALL}")
     _install_caches()
     return AlfredDemangler
@@ -131,7 +131,7 @@ def find_games(root: Path, task_types: tuple[str, ...] | list[str] = ALFWORLD_TA
         try:
             game = json.loads(path.read_text())
         except (OSError, ValueError) as e:
-            raise DreamGymError(f"alfworld-native: cannot read the game file {path}: {e}") from None
+            raise DreamGymError(f"alfworld: cannot read the game file {path}: {e}") from None
         if not game.get("solvable") or not game.get("walkthrough"):
             continue
         task_type = _task_type(folder)
@@ -162,7 +162,7 @@ def assign_splits(games: list[GameEntry], seed: int, dev_fraction: float,
 class AlfWorldEnv(Env):
     """One episode at a time over ALFWorld game files; `spawn()` makes siblings for `EnvPool`."""
 
-    name = "alfworld-native"
+    name = "alfworld"
 
     def __init__(self, data_dir: str | Path | None = None, task_types: list[str] | tuple[str, ...] = ALFWORLD_TASK_TYPES,
                  seed: int = 0, dev_fraction: float = 0.25, test_fraction: float = 0.25, max_games: int = 0,
@@ -253,7 +253,7 @@ class AlfWorldEnv(Env):
 
     def step(self, action: str) -> StepResult:
         if self._state is None or self._done:
-            raise DreamGymError("alfworld-native: step() before reset() or after the episode ended")
+            raise DreamGymError("alfworld: step() before reset() or after the episode ended")
         invalid = action.strip() not in self._state["admissible_commands"]
         self._state, _, _ = self._game.step(action)
         self._steps += 1

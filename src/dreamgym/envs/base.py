@@ -86,8 +86,8 @@ _BUILTIN: dict[str, str] = {
     "http": "dreamgym.envs.http_client:HttpEnv",
     "choice-corridor": "dreamgym.envs.toy:ChoiceCorridorEnv",
     "textworld": "dreamgym.envs.textworld_env:TextWorldEnv",
-    "alfworld-native": "dreamgym.envs.alfworld_native:AlfWorldEnv",
-    "alfworld": "dreamgym.envs.alfworld:AlfWorldHttpEnv",
+    "alfworld": "dreamgym.envs.alfworld_native:AlfWorldEnv",
+    "alfworld-http": "dreamgym.envs.alfworld:AlfWorldHttpEnv",
     "miniwob": "dreamgym.envs.miniwob_env:MiniWoBEnv",
     "webarena": "dreamgym.envs.webarena_env:WebArenaEnv",
 }

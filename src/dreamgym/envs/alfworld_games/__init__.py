@@ -1,4 +1,4 @@
-"""Small hand-written ALFWorld games shipped with dreamgym (the default game set of env `alfworld-native`).
+"""Small hand-written ALFWorld games shipped with dreamgym (the default game set of env `alfworld`).
 
 Each folder holds one game in ALFWorld's own on-disk format, as `alfworld-generate` writes it next to
 the official data: `game.tw-pddl` (JSON: `pddl_domain` = ALFWorld's `alfred.pddl`, `grammar` =
