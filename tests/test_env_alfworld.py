@@ -42,7 +42,7 @@ def test_alfworld_resolves_to_the_alfworld_http_client(server_url, tmp_path):
         ("alfworld:0", "alfworld", "put a mug in cabinet 0."), ("alfworld:1", "alfworld", "put a mug in cabinet 1.")]
     cfg = CollectConfig(env=_cfg(server_url), policy="random", episodes=2, split="test", progress=False)
     summary = collect(cfg, run_dir=tmp_path / "run")
-    assert (summary["env"], summary["episodes"], summary["success_rate"]) == ("alfworld", 2, 1.0)
+    assert (summary["env"], summary["episodes"], summary["success_rate"]) == ("alfworld-http", 2, 1.0)
     rows = [json.loads(line) for line in open(summary["trajectories"])]
     assert rows[0]["steps"][0]["available_actions"] == ["look", "go to cabinet 1"]
 
