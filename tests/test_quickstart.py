@@ -25,6 +25,9 @@ def test_quickstart_end_to_end_and_resume(tmp_path):
     assert all(r["episodes"] == 2 for r in summary["rows"].values())
     assert summary["success_rate_oracle_ci95"] == summary["rows"]["oracle"]["success_rate_ci95"]
     assert summary["real_budget"] == 3
+    assert set(summary["results"]) == {"base", "sft", "synthetic_only", "s2r", "real_only_same_budget", "oracle", "random"}
+    assert summary["results"]["real_only_same_budget"]["success_rate"] == summary["rows"]["real_only"]["success_rate"]
+    assert summary["results"]["base"]["real_transitions"] == 0 and summary["results"]["sft"]["real_transitions"] > 0
     real_only = json.loads((run / "steps" / "real_only" / "summary.json").read_text())
     s2r = json.loads((run / "steps" / "s2r" / "summary.json").read_text())
     assert real_only["real_transitions"] <= 3 and s2r["phases"]["real"]["real_transitions"] <= 3

@@ -79,7 +79,7 @@ def quickstart(cfg: QuickstartConfig, run_dir: str | Path | None = None, resume:
               ("real_transitions", "synthetic_transitions", "tokens_generated", "tokens_trained", "gpu_hours")}
     return run.write_summary(
         env=cfg.env.name, eval_split=cfg.eval_split, eval_episodes=cfg.eval_episodes, real_budget=s2r["real_budget"],
-        rows=rows, **{f"success_rate_{k}": r["success_rate"] for k, r in rows.items()},
+        rows=rows, results=_results(rows, done), **{f"success_rate_{k}": r["success_rate"] for k, r in rows.items()},
         **{f"success_rate_{k}_ci95": r["success_rate_ci95"] for k, r in rows.items()},
         steps={k: str(steps / k) for k in done}, report=str(run.path / "report.md"),
         **{k: (int(v) if k != "gpu_hours" else round(v, 4)) for k, v in ledger.items()})
@@ -146,6 +146,16 @@ def _check_same_layout(sft: SFTPolicyConfig, rl: S2RConfig) -> None:
     if diff:
         raise DreamGymError(f"quickstart: keys {', '.join(diff)} of the sft presets differ from the rl presets; the "
                             "RL steps start from the SFT adapter, so both must use the same model and rollout layout")
+
+
+def _results(rows: dict[str, dict], done: dict[str, dict]) -> dict[str, dict]:
+    """The machine-readable comparison: method -> success_rate, mean_reward and the real transitions it trained
+    on beyond the shared offline data (SFT: the oracle demonstrations; scripted rows: 0)."""
+    real = {"sft": done["collect_oracle"]["transitions"], "s2r": done["s2r"]["phases"]["real"]["real_transitions"],
+            "real_only": done["real_only"]["real_transitions"]}
+    return {("real_only_same_budget" if k == "real_only" else k): {
+        "success_rate": r["success_rate"], "mean_reward": r["mean_reward"], "real_transitions": int(real.get(k, 0))}
+        for k, r in rows.items()}
 
 
 def _rows(done: dict[str, dict]) -> dict[str, dict]:
