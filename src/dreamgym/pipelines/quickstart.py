@@ -151,10 +151,12 @@ def _check_same_layout(sft: SFTPolicyConfig, rl: S2RConfig) -> None:
 def _results(rows: dict[str, dict], done: dict[str, dict]) -> dict[str, dict]:
     """The machine-readable comparison: method -> success_rate, mean_reward and the real transitions it trained
     on beyond the shared offline data (SFT: the oracle demonstrations; scripted rows: 0)."""
-    real = {"sft": done["collect_oracle"]["transitions"], "s2r": done["s2r"]["phases"]["real"]["real_transitions"],
-            "real_only": done["real_only"]["real_transitions"]}
+    from dreamgym.pipelines.report import method_costs
+
+    costs = method_costs(done)
     return {("real_only_same_budget" if k == "real_only" else k): {
-        "success_rate": r["success_rate"], "mean_reward": r["mean_reward"], "real_transitions": int(real.get(k, 0))}
+        "success_rate": r["success_rate"], "mean_reward": r["mean_reward"],
+        "real_transitions": int(costs.get(k, {}).get("real", 0))}
         for k, r in rows.items()}
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["write_report", "markdown_table", "draw_bars", "LABELS"]
+__all__ = ["write_report", "method_costs", "markdown_table", "draw_bars", "LABELS"]
 
 LABELS = {"base": "base model (no training)", "sft": "SFT warm start", "synthetic_only": "DreamGym (synthetic only)",
           "s2r": "DreamGym-S2R", "real_only": "real-env RL (same real budget)", "oracle": "oracle (scripted)",
@@ -62,15 +62,23 @@ def _num(x) -> str:
     return f"{x:.3f}" if isinstance(x, (int, float)) else "n/a"
 
 
+def method_costs(steps: dict[str, dict]) -> dict[str, dict[str, int]]:
+    """Per trained method, the real and synthetic transitions it used beyond the shared offline data (SFT: the
+    oracle demonstrations), from the quickstart's step summaries."""
+    s2r, real = steps["s2r"], steps["real_only"]
+    p1, p2 = s2r["phases"]["synthetic"], s2r["phases"]["real"]
+    return {"synthetic_only": {"real": 0, "synthetic": p1["synthetic_transitions"]},
+            "s2r": {"real": p2["real_transitions"], "synthetic": p1["synthetic_transitions"]},
+            "real_only": {"real": real["real_transitions"], "synthetic": 0},
+            "sft": {"real": steps["collect_oracle"]["transitions"], "synthetic": 0},
+            "base": {"real": 0, "synthetic": 0}}
+
+
 def write_report(run_path: Path, cfg, rows: dict[str, dict], steps: dict[str, dict]) -> Path:
     """report.md + report.png into `run_path` from the quickstart's step summaries."""
     s2r, real = steps["s2r"], steps["real_only"]
     p1, p2 = s2r["phases"]["synthetic"], s2r["phases"]["real"]
-    costs = {"synthetic_only": {"real": 0, "synthetic": p1["synthetic_transitions"]},
-             "s2r": {"real": p2["real_transitions"], "synthetic": p1["synthetic_transitions"]},
-             "real_only": {"real": real["real_transitions"], "synthetic": 0},
-             "sft": {"real": steps["collect_oracle"]["transitions"], "synthetic": 0},
-             "base": {"real": 0, "synthetic": 0}}
+    costs = method_costs(steps)
     wall = {name: s.get("wall_clock_s", {}).get("total") for name, s in steps.items()}
     oracle = steps["collect_oracle"]
     md = [f"# DreamGym comparison on {cfg.env.name} ({cfg.eval_split} split)", "",
