@@ -1,24 +1,42 @@
 #!/usr/bin/env bash
-# The GPU table in one run (issue 8): engine-vs-HF tests on CUDA, then the rollout benchmark in bf16
-# (B = 1, 16, 64, 256) and in fp32 (exactness). On a machine without PyPI access, first build wheels on one
-# that has it: `pip wheel --no-deps -w wheels omegaconf antlr4-python3-runtime bm25s PyStemmer rapidfuzz
-# pytest pluggy iniconfig`, and copy the SmolLM2 tokenizer cache (~/.cache/dreamgym/models/*-tokenizer) to
-# gpu_cache/models/. Results go to ${OUT:-.}/gpu_results.txt.
+# The GPU table in one run (issues 5 and 8), most wanted first, each stage under its own time cap so that one
+# hang or failure still leaves the others' numbers: the 8B NF4 + 3B LoRA memory check, the rollout benchmark
+# in bf16 (B = 1, 16, 64, 256), QLoRA SFT of a 1.5B-shaped experience model through fit-world-model, the
+# engine-vs-HF and FSDP tests on CUDA, the rollout benchmark in fp32 (exactness), SFT ours-vs-plain on the
+# 1.5B QLoRA model. On a machine without PyPI access, first build wheels on one that has it:
+#   pip wheel --no-deps -w wheels omegaconf antlr4-python3-runtime bm25s PyStemmer rapidfuzz pytest pluggy iniconfig
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_24_x86_64 -d wheels \
+#       bitsandbytes==0.50.2
+# and copy the SmolLM2 tokenizer cache (~/.cache/dreamgym/models/*-tokenizer) to gpu_cache/models/ and some SFT
+# records (`dreamgym annotate` output) to gpu_cache/sft_sample.jsonl. Results go to ${OUT:-.}/gpu_results.txt.
 set -uo pipefail
 OUT=${OUT:-.}
 LOG="$OUT/gpu_results.txt"
-export DREAMGYM_CACHE=${DREAMGYM_CACHE:-$PWD/gpu_cache}
+export DREAMGYM_CACHE=${DREAMGYM_CACHE:-$PWD/gpu_cache} PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 SITE=/tmp/dreamgym-wheels  # wheels unpacked, not pip-installed (system Pythons may refuse pip; no build backend offline)
-if [ -d wheels ]; then for w in wheels/*.whl; do python -m zipfile -e "$w" "$SITE"; done; fi
+if [ -d wheels ]; then for w in wheels/*.whl; do python3 -m zipfile -e "$w" "$SITE"; done; fi
 export PYTHONPATH=$PWD/src:$PWD:$SITE${PYTHONPATH:+:$PYTHONPATH}
+MODEL_1B5=/tmp/qwen2.5-1.5b-random
+stage() {  # stage SECONDS TITLE COMMAND...: run under a time cap, say how it ended
+  local cap=$1 title=$2; shift 2
+  echo; echo "### $title (cap ${cap} s)"
+  local t0=$SECONDS
+  timeout -k 5 "$cap" "$@" 2>&1 | grep -v -i -E "warn|it/s\]|Loading weights|Writing model"
+  local rc=${PIPESTATUS[0]}
+  echo "### end: rc $rc, $((SECONDS - t0)) s"
+}
 {
   echo "## $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader)"
-  python -c "import sys, torch, transformers, peft; print('python', sys.version.split()[0], 'torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__)"
-  python -m pytest -q -p no:cacheprovider -m gpu tests/test_engine.py tests/test_distributed.py 2>&1 | tail -3
-  python benchmarks/rollout.py --device cuda --profile ${ROLLOUT_ARGS:-} 2>&1 | grep -v -i warn
-  python benchmarks/rollout.py --device cuda --dtype float32 --batches 16 2>&1 | grep -v -i warn
-  python benchmarks/sft.py --device cuda 2>&1 | grep -v -i warn | tail -12
-  python benchmarks/synthetic_env.py --device cuda 2>&1 | grep -v -i warn | tail -12
-  # needs bitsandbytes (wheels/bitsandbytes-0.50.2-py3-none-manylinux_2_24_x86_64.whl, 41 MiB)
-  python -c "import bitsandbytes" 2>/dev/null && python benchmarks/memory_qlora.py 2>&1 | grep -v -i warn | tail -20
+  python3 -c "import sys, torch, transformers, peft, lightning; print('python', sys.version.split()[0], 'torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'lightning', lightning.__version__)"
+  python3 -c "import bitsandbytes as b; print('bitsandbytes', b.__version__)" 2>&1 | tail -1
+  stage 110 "memory: 8B NF4 experience model + 3B LoRA policy" python3 benchmarks/memory_qlora.py
+  stage 150 "rollout bf16 (engine vs HF generate)" python3 benchmarks/rollout.py --device cuda --profile ${ROLLOUT_ARGS:-}
+  stage 110 "QLoRA SFT, 1.5B-shaped experience model (fit-world-model)" \
+    python3 benchmarks/qlora_sft.py --data gpu_cache/sft_sample.jsonl --model-dir $MODEL_1B5 --steps 24 --batch-size 4
+  stage 80 "GPU tests (engine vs HF, CUDA graphs; FSDP vs DDP)" \
+    python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_engine.py tests/test_distributed.py -rs
+  stage 40 "rollout fp32 (exactness)" python3 benchmarks/rollout.py --device cuda --dtype float32 --batches 16
+  [ -f $MODEL_1B5/config.json ] && stage 60 "SFT ours vs plain peft loop, 1.5B QLoRA" \
+    python3 benchmarks/sft.py --device cuda --model $MODEL_1B5 -c configs/paper/webshop_world_model.yaml \
+      --examples 32 --batch-size 4 --threads 0
 } 2>&1 | tee "$LOG"
