@@ -16,7 +16,8 @@ import torch
 from dreamgym.config import FitWorldModelConfig, load_config
 from dreamgym.config.loading import ConfigError
 from dreamgym.experience.sft_data import BucketBatchSampler
-from dreamgym.models.distributed import build_strategy, clean_param_name, decoder_layer_classes, shard_batches
+from dreamgym.models.distributed import (build_strategy, clean_param_name, clip_grad_norm_, decoder_layer_classes,
+                                         shard_batches)
 from dreamgym.types import write_trajectories
 from tests.test_experience_sft import oracle_trajectories
 
@@ -44,6 +45,23 @@ def test_clean_param_name_strips_wrapper_segments():
     name = "model.base_model.model.model.layers.0._fsdp_wrapped_module._checkpoint_wrapped_module.mlp.up_proj.weight"
     assert clean_param_name(name) == "model.base_model.model.model.layers.0.mlp.up_proj.weight"
     assert clean_param_name("_orig_mod.lm_head.weight") == "lm_head.weight"
+
+
+def test_clip_grad_norm_matches_torch_and_reports_the_norm_before_clipping():
+    """The FSDP path's clipping (Lightning's FSDPPrecision refuses norm clipping) uses torch's formula."""
+    a, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(1))
+    a.grad, b.grad = torch.tensor([3.0, 0.0]), torch.tensor([4.0])  # norm 5
+    norm = clip_grad_norm_([a, b], 1.0)
+    assert norm.item() == 5.0
+    torch.testing.assert_close(a.grad, torch.tensor([3.0, 0.0]) / (5.0 + 1e-6))
+    torch.testing.assert_close(b.grad, torch.tensor([4.0]) / (5.0 + 1e-6))
+    ref = [torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(1))]
+    ref[0].grad, ref[1].grad = torch.tensor([3.0, 0.0]), torch.tensor([4.0])
+    torch.nn.utils.clip_grad_norm_(ref, 1.0)
+    assert torch.equal(ref[0].grad, a.grad) and torch.equal(ref[1].grad, b.grad)
+    c = torch.nn.Parameter(torch.zeros(1))
+    c.grad = torch.tensor([0.5])  # under the limit: unchanged
+    assert clip_grad_norm_([c, torch.nn.Parameter(torch.zeros(1))], 1.0).item() == 0.5 and c.grad.item() == 0.5
 
 
 def test_strategy_config_errors_name_the_key():

@@ -166,8 +166,16 @@ def test_static_shape_decode_of_the_cuda_graph_path_matches_hf(tiny):
         keep = generate_samples(model, tok, _prompts(tok, 2, seed=9), GenerationSettings(backend="engine"),
                                 keys=["a", "b"])  # other keys' rows stay in the cache
         prompts = _prompts(tok, 7, seed=10) + [_prompts(tok, 1, seed=11)[0]] * 3
+        picks = eng.stats["graph_picks"]
         hf, en = _both(model, tok, prompts, max_new_tokens=9, batch_size=4)
         _assert_same(hf, en)
+        assert eng.stats["graph_picks"] > picks  # greedy: the padded step picked ids itself and fed them on
+        sampled = GenerationSettings(backend="engine", max_new_tokens=6, do_sample=True, temperature=0.7)
+        a = generate_samples(model, tok, prompts[:3], sampled, generator_seed=3)
+        eng.padded_decode = False
+        b = generate_samples(model, tok, prompts[:3], sampled, generator_seed=3)
+        eng.padded_decode = True
+        assert [x.ids for x in a] == [x.ids for x in b]  # sampling: the padded step returns logits as before
         turn2 = [p + s.ids for p, s in zip(_prompts(tok, 2, seed=9), keep)]
         hf2 = generate_samples(model, tok, turn2, GenerationSettings(backend="hf", max_new_tokens=5))
         en2 = generate_samples(model, tok, turn2, GenerationSettings(backend="engine", max_new_tokens=5), keys=["a", "b"])
@@ -186,6 +194,9 @@ def test_cuda_engine_matches_hf(graphs):
     prompts = _prompts(tok, 12, seed=12) + [_prompts(tok, 1, seed=13)[0]] * 4
     hf, en = _both(model, tok, prompts, max_new_tokens=10, batch_size=8)
     _assert_same(hf, en)
+    if graphs:  # a failed capture falls back to eager decoding (logged): the graph path must really have run
+        eng = engine_for(model, tok)
+        assert eng.cuda_graphs and eng._graphs, "CUDA graph capture failed (see the KVEngine warning)"
     keys = list(range(len(prompts)))
     first = generate_samples(model, tok, prompts, GenerationSettings(backend="engine", max_new_tokens=6), keys=keys)
     turn2 = [p + s.ids + [5, 6, 7] for p, s in zip(prompts, first)]

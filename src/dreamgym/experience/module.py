@@ -34,7 +34,8 @@ import torch.nn.functional as F
 from dreamgym.config import FitWorldModelConfig
 from dreamgym.experience.prompts import ParseStats, parse_transition
 from dreamgym.experience.sft_data import PART_OUTCOME, PART_REASONING, PART_STATE, SFTExample
-from dreamgym.models.distributed import clean_param_name, full_state_dict, global_grad_norm, is_sharded, uses_fsdp
+from dreamgym.models.distributed import (clean_param_name, clip_grad_norm_, full_state_dict, global_grad_norm, is_sharded,
+                                         uses_fsdp)
 from dreamgym.models.loading import load_model, save_adapter
 
 __all__ = ["ExperienceModel", "lr_factor", "peak_memory_gb"]
@@ -157,6 +158,19 @@ class ExperienceModel(L.LightningModule):
         if norm is not None:
             self.log("wm/grad_norm", norm, on_step=True, on_epoch=False)
         self.log("wm/lr", optimizer.param_groups[0]["lr"], on_step=True, on_epoch=False)
+
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
+        """Clip by global norm (sft.gradient_clip_val). Under FSDP the norm is summed over the shards
+        (`models.distributed.clip_grad_norm_`): Lightning's FSDPPrecision refuses norm clipping, which stopped
+        every FSDP fit at its first step."""
+        if not gradient_clip_val:
+            return
+        if uses_fsdp(self._trainer):
+            clip_grad_norm_(self.model.parameters(), gradient_clip_val, self._trainer)
+        else:
+            self.clip_gradients(optimizer, gradient_clip_val=gradient_clip_val,
+                                gradient_clip_algorithm=gradient_clip_algorithm)
 
     # -- optimizer -------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict:

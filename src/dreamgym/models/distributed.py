@@ -109,6 +109,21 @@ def global_grad_norm(params: Iterable[torch.nn.Parameter], trainer: Any = None) 
     return total.sqrt()
 
 
+def clip_grad_norm_(params: Iterable[torch.nn.Parameter], max_norm: float, trainer: Any = None) -> torch.Tensor | None:
+    """Scale gradients in place so that their global L2 norm (`global_grad_norm`: summed over FSDP shards)
+    is at most `max_norm`, with torch's `clip_grad_norm_` formula (coefficient max_norm / (norm + 1e-6),
+    capped at 1); returns the norm before clipping. Lightning's FSDPPrecision refuses norm clipping, so the
+    FSDP path of fit-world-model clips here."""
+    params = [p for p in params if p.grad is not None]
+    norm = global_grad_norm(params, trainer)
+    if norm is None:
+        return None
+    coef = (max_norm / (norm + 1e-6)).clamp(max=1.0)
+    for p in params:
+        p.grad.detach().mul_(coef.to(p.grad.device, p.grad.dtype))
+    return norm
+
+
 def full_state_dict(trainer: Any, module: Any, keep: set[str]) -> dict[str, torch.Tensor] | None:
     """The LightningModule's state dict restricted to `keep` (clean names), gathered whole: a collective
     call on every process under FSDP (rank 0 gets the dict, the others None), else the module's own."""

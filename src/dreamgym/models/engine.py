@@ -71,6 +71,18 @@ def unbind_engine(model: Any) -> None:
 
 
 @dataclass
+class _PaddedStep:
+    """One padded decode step's static tensors (a CUDA graph's inputs and outputs) and how to run it."""
+
+    ids: torch.Tensor  # (width,) ids fed
+    active: torch.Tensor  # (width,) 1 for rows [0, a) whose lengths advance
+    a: int = -1
+    run: Any = None
+    logits: torch.Tensor | None = None  # (width, V)
+    picked: torch.Tensor | None = None  # (2, width) float64: greedy ids, their log-probs
+
+
+@dataclass
 class _Request:
     prompt: list[int]
     trie: Any  # models.generation.ChoiceTrie | None
@@ -104,14 +116,16 @@ class KVEngine:
         """time prefill / decode / graph capture / sampling into `timing` (synchronizes CUDA)"""
         self.timing = {"prefill_s": 0.0, "decode_s": 0.0, "capture_s": 0.0, "sample_s": 0.0}
         self._stop_set: set[int] = set()  # the current call's end tokens
-        self._graphs: dict = {}
+        self._graphs: dict = {}  # (width, capacity) -> _PaddedStep
+        self._last_padded: _PaddedStep | None = None
         self._graph_key: tuple | None = None
         self.K: torch.Tensor | None = None  # (L, S, Hkv, C, D)
         self.V: torch.Tensor | None = None
         self.tokens: list[list[int]] = []  # ids whose K/V row s holds
         self.lengths: torch.Tensor | None = None  # (S,) long, == len(tokens[s])
         self.owner: list[Hashable | None] = []  # the key a slot belongs to (None = free)
-        self.stats = {"prefill_tokens": 0, "reused_tokens": 0, "shared_prefill_rows": 0, "decode_steps": 0}
+        self.stats = {"prefill_tokens": 0, "reused_tokens": 0, "shared_prefill_rows": 0, "decode_steps": 0,
+                      "graph_picks": 0}
         self._trainable = [q for q in self.core.parameters() if q.requires_grad]
         self._lora_layer = next((m for m in self.core.modules() if hasattr(m, "lora_A")), None)
         self._weights_seen: tuple | None = None
@@ -278,21 +292,32 @@ class KVEngine:
         active, waiting = 0, n  # rows [0, active) decode, [active, active + waiting) wait, the rest are done
         next_tok: dict[int, int] = {}  # request -> its sampled token not yet fed
         bs = max(1, settings.batch_size)
+        # greedy and unconstrained: the decode graph picks the ids itself and feeds them to its next replay
+        fast = not settings.do_sample and all(q.trie is None for q in reqs)
+        fed = False  # the padded decode's input already holds rows [0, active)'s next ids (same rows as before)
         while active or waiting:
             if waiting and active <= bs // 2:  # refill: prefill waiting requests into the free places
                 k = min(waiting, bs - active)
                 rows = list(range(active, active + k))
                 with self._timed("prefill_s"):
                     logits = self._prefill(rows, [reqs[where[r]].prompt for r in rows])
-                active, waiting = active + k, waiting - k
+                active, waiting, fed = active + k, waiting - k, False
                 picked = self._sample(logits, [reqs[where[r]] for r in rows], temperature, settings, generator)
                 for r, tok in zip(rows, picked):
                     next_tok[where[r]] = tok
             else:
-                ids = torch.tensor([next_tok[where[r]] for r in range(active)], device=self.K.device)
+                fed = fed and ((self.K.is_cuda and self.cuda_graphs) or self.padded_decode)  # a failed capture
+                ids = None if fed else torch.tensor([next_tok[where[r]] for r in range(active)], device=self.K.device)
                 with self._timed("decode_s"):
-                    logits = self._step(ids, active)
-                picked = self._sample(logits, [reqs[where[r]] for r in range(active)], temperature, settings, generator)
+                    logits = self._step(ids, active, want_logits=not fast)
+                rows_reqs = [reqs[where[r]] for r in range(active)]
+                if isinstance(logits, torch.Tensor):
+                    picked = self._sample(logits, rows_reqs, temperature, settings, generator)
+                else:  # the graph's greedy pick: (ids, log-probs) already chosen on the device
+                    with self._timed("sample_s"):
+                        picked = self._record(rows_reqs, *logits, [None] * active)
+                    fed = True
+                    self.stats["graph_picks"] += 1
                 for r, tok in enumerate(picked):
                     next_tok[where[r]] = tok
             # retire finished rows: swap them behind the active and waiting ones
@@ -300,6 +325,7 @@ class KVEngine:
             while r < active:
                 q = reqs[where[r]]
                 if q.done:
+                    fed = False
                     self._finish_row(r, q)
                     last_active, last_wait = active - 1, active + waiting - 1
                     self._swap(r, last_active)
@@ -327,6 +353,10 @@ class KVEngine:
                       generator: torch.Generator | None) -> list[int]:
         allowed = [(q.trie.allowed(q.ids) or [0]) if q.trie is not None else None for q in reqs]
         out, chosen_lp = pick_tokens(logits, allowed, temperature, settings.do_sample, settings.top_p, generator)
+        return self._record(reqs, out, chosen_lp, allowed)
+
+    def _record(self, reqs: list[_Request], out: list[int], chosen_lp: list[float], allowed: list) -> list[int]:
+        """Append each row's picked id and log-prob to its request; mark stopped / finished requests."""
         stops = self._stop_set
         for q, tok, lp, a in zip(reqs, out, chosen_lp, allowed):
             q.ids.append(tok)
@@ -410,11 +440,15 @@ class KVEngine:
             self.lengths[r] += len(x)
         return {r: logits[i] for i, r in enumerate(rows)}
 
-    def _step(self, ids: torch.Tensor, a: int) -> torch.Tensor:
-        """One decode step for rows [0, a): feed `ids` (a,), return next logits (a, V)."""
+    def _step(self, ids: torch.Tensor | None, a: int, want_logits: bool = True):
+        """One decode step for rows [0, a): feed `ids` (a,) and return the next logits (a, V). On the padded
+        (CUDA-graph) path `ids` None feeds the graph's own previous greedy picks, and want_logits=False
+        returns that step's greedy (ids, log-probs) as lists instead of logits (one device->host copy)."""
         self.stats["decode_steps"] += 1
         if (self.K.is_cuda and self.cuda_graphs) or self.padded_decode:
-            return self._step_padded(ids, a)
+            return self._step_padded(ids, a, want_logits)
+        if ids is None:
+            raise RuntimeError("KVEngine._step: ids are required on the eager path")
         pos = self.lengths[:a].clone()
         Lk = int(pos.max()) + 1
         logits = self._step_eager(ids, pos, a, Lk)
@@ -434,50 +468,78 @@ class KVEngine:
         h = decoder_forward(self.core, ids[:, None], pos[:, None], attend)
         return self.core.lm_head(self.core.model.norm(h[:, 0]))
 
-    def _step_padded(self, ids: torch.Tensor, a: int) -> torch.Tensor:
+    def _step_padded(self, ids: torch.Tensor | None, a: int, want_logits: bool = True):
         """Decode with static shapes, as a CUDA graph replays it: a padded row count (power of two, capped
         at the slot count) over the full cache capacity. Padded rows write K/V only at their own next
-        position, which lies beyond their valid ids (a waiting row's prefill overwrites it). Without CUDA
-        (tests: `padded_decode`) the same shapes run eagerly."""
+        position, which lies beyond their valid ids (a waiting row's prefill overwrites it). The graph also
+        advances the active rows' lengths, picks the greedy id and its log-prob of every row and copies the
+        ids into its own input, so a greedy decode of unchanged rows needs one replay and one device->host
+        copy per step. Without CUDA (tests: `padded_decode`) the same body runs eagerly."""
         S, C = self.K.shape[1], self.K.shape[3]
         width = min(S, 1 << (a - 1).bit_length())
-        if not self.K.is_cuda:
-            static_ids = torch.zeros(width, dtype=torch.long)
-            static_ids[:a] = ids
-            logits = self._step_eager(static_ids, self.lengths[:width].clamp(max=C - 1), width, C)
-            self.lengths[:a] += 1
-            return logits[:a]
         g = self._graphs.get((width, C))
         if g is None:
-            t0 = time.perf_counter()
-            static_ids = torch.zeros(width, dtype=torch.long, device=self.K.device)
-            # warm-up writes garbage K/V at each row's next position: the real step overwrites it for
-            # active rows; for the others it lies beyond their valid ids (see the docstring)
-            static_pos = self.lengths[:width].clamp(max=C - 1).clone()
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
-                for _ in range(2):
-                    self._step_eager(static_ids, static_pos, width, C)
-            torch.cuda.current_stream().wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            try:
-                with torch.cuda.graph(graph):
-                    static_out = self._step_eager(static_ids, static_pos, width, C)
-            except Exception as e:  # noqa: BLE001 -- a kernel that cannot be captured: decode eagerly from now on
-                log.warning("KVEngine: CUDA graph capture failed (%s); decoding without graphs", str(e).splitlines()[0])
-                self.cuda_graphs = False
-                torch.cuda.synchronize()
-                return self._step(ids, a)
-            g = self._graphs[(width, C)] = (graph, static_ids, static_pos, static_out)
-            self.timing["capture_s"] += time.perf_counter() - t0
-        graph, static_ids, static_pos, static_out = g
-        static_ids.zero_()
-        static_ids[:a] = ids
-        static_pos.copy_(self.lengths[:width].clamp(max=C - 1))
-        graph.replay()
-        self.lengths[:a] += 1
-        return static_out[:a].clone()
+            g = self._graphs[(width, C)] = self._build_padded(width, C)
+        if g.a != a:
+            g.active.zero_()
+            g.active[:a] = 1
+            g.a = a
+        if ids is not None:
+            g.ids.zero_()
+            g.ids[:a] = ids
+        elif g is not self._last_padded:  # the previous step ran another graph: take over its picks
+            g.ids[:a] = self._last_padded.ids[:a]
+        self._last_padded = g
+        g.run()
+        if want_logits:
+            return g.logits[:a].clone()
+        picked = g.picked[:, :a].tolist()  # one copy: row 0 ids, row 1 log-probs (float64: both exact)
+        return [int(x) for x in picked[0]], picked[1]
+
+    def _build_padded(self, width: int, C: int) -> "_PaddedStep":
+        """The padded decode step of `width` rows over capacity C: captured as a CUDA graph on GPU (warm-up
+        on a side stream; lengths and K/V restored after it), an eager closure otherwise."""
+        device = self.K.device
+        st = _PaddedStep(ids=torch.zeros(width, dtype=torch.long, device=device),
+                         active=torch.zeros(width, dtype=torch.long, device=device))
+
+        def body() -> None:
+            pos = self.lengths[:width].clamp(max=C - 1)
+            logits = self._step_eager(st.ids, pos, width, C)
+            self.lengths[:width] += st.active
+            logp = torch.log_softmax(logits.float(), dim=-1)  # == pick_tokens' greedy pick (temperature 1)
+            best = logp.argmax(-1)
+            st.picked = torch.stack((best.double(), logp.gather(-1, best[:, None])[:, 0].double()))
+            st.logits = logits
+            st.ids.copy_(best)
+
+        if not self.K.is_cuda:
+            st.run = body
+            return st
+        t0 = time.perf_counter()
+        saved = self.lengths.clone()
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):  # writes garbage K/V at each row's next position: see the docstring above
+                body()
+        torch.cuda.current_stream().wait_stream(stream)
+        self.lengths.copy_(saved)
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                body()
+        except Exception as e:  # noqa: BLE001 -- a kernel that cannot be captured: decode eagerly from now on
+            log.warning("KVEngine: CUDA graph capture failed (%s: %s); decoding without graphs", type(e).__name__,
+                        str(e).splitlines()[0] if str(e) else "", exc_info=True)
+            self.cuda_graphs = False
+            torch.cuda.synchronize()
+            self.lengths.copy_(saved)
+            st.run = body  # this call finishes eagerly on the padded shapes; the next ones take the eager path
+            return st
+        st.run = graph.replay
+        self.timing["capture_s"] += time.perf_counter() - t0
+        return st
 
     @contextmanager
     def _timed(self, key: str):
