@@ -7,6 +7,8 @@
 #   pip wheel --no-deps -w wheels omegaconf antlr4-python3-runtime bm25s PyStemmer rapidfuzz pytest pluggy iniconfig
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_24_x86_64 -d wheels \
 #       bitsandbytes==0.50.2
+# (to fit the 64 MiB carry cap with transformers/peft wheels beside it, drop the bitsandbytes wheel's
+# libbitsandbytes_* libraries other than cpu, cuda130 and cuda132: 43 MB -> 18 MB)
 # and copy the SmolLM2 tokenizer cache (~/.cache/dreamgym/models/*-tokenizer) to gpu_cache/models/ and some SFT
 # records (`dreamgym annotate` output) to gpu_cache/sft_sample.jsonl. Results go to ${OUT:-.}/gpu_results.txt.
 set -uo pipefail
@@ -21,7 +23,7 @@ stage() {  # stage SECONDS TITLE COMMAND...: run under a time cap, say how it en
   local cap=$1 title=$2; shift 2
   echo; echo "### $title (cap ${cap} s)"
   local t0=$SECONDS
-  timeout -k 5 "$cap" "$@" 2>&1 | grep -v -i -E "warn|it/s\]|Loading weights|Writing model"
+  timeout -k 5 "$cap" "$@" 2>&1 | grep -v -E "it/s\]|Loading weights|Writing model|warnings.warn|Tip:|num_workers"
   local rc=${PIPESTATUS[0]}
   echo "### end: rc $rc, $((SECONDS - t0)) s"
 }
@@ -31,9 +33,11 @@ stage() {  # stage SECONDS TITLE COMMAND...: run under a time cap, say how it en
   python3 -c "import bitsandbytes as b; print('bitsandbytes', b.__version__)" 2>&1 | tail -1
   stage 110 "memory: 8B NF4 experience model + 3B LoRA policy" python3 benchmarks/memory_qlora.py
   stage 150 "rollout bf16 (engine vs HF generate)" python3 benchmarks/rollout.py --device cuda --profile ${ROLLOUT_ARGS:-}
-  stage 110 "QLoRA SFT, 1.5B-shaped experience model (fit-world-model)" \
-    python3 benchmarks/qlora_sft.py --data gpu_cache/sft_sample.jsonl --model-dir $MODEL_1B5 --steps 24 --batch-size 4
-  stage 80 "GPU tests (engine vs HF, CUDA graphs; FSDP vs DDP)" \
+  stage 150 "QLoRA SFT, 1.5B-shaped experience model (fit-world-model)" \
+    python3 benchmarks/qlora_sft.py --data gpu_cache/sft_sample.jsonl --model-dir $MODEL_1B5 --steps 8 --batch-size 4
+  stage 60 "engine kernel profile (B=16)" python3 benchmarks/rollout.py --device cuda --batches 16 --torch-profile
+  stage 45 "CUDA graph capture check" python3 benchmarks/graph_check.py
+  stage 120 "GPU tests (engine vs HF, CUDA graphs; FSDP vs DDP)" \
     python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_engine.py tests/test_distributed.py -rs
   stage 40 "rollout fp32 (exactness)" python3 benchmarks/rollout.py --device cuda --dtype float32 --batches 16
   [ -f $MODEL_1B5/config.json ] && stage 60 "SFT ours vs plain peft loop, 1.5B QLoRA" \

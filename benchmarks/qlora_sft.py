@@ -98,8 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"model.quantization={'none' if args.no_quant else 'nf4'}",
             f"sft.max_steps={args.steps}", f"sft.batch_size={args.batch_size}", "sft.accumulate_grad_batches=1",
             f"sft.max_seq_len={args.max_seq_len}", "sft.max_epochs=100", "sft.warmup_steps=2",
-            f"sft.val_check_interval={args.steps}", "sft.limit_val_batches=2", "sft.num_samples=1",
-            "sft.sample_max_new_tokens=32", "sft.progress=false",
+            f"sft.val_check_interval={args.steps}", "sft.limit_val_batches=2", "sft.sample_every_n_val=0", "sft.progress=false",
             *(["sft.precision=32-true"] if not cuda else []), *args.set,
         ]
         cfg = load_config(FitWorldModelConfig, [REPO / "configs/paper/webshop_world_model.yaml"], overrides)

@@ -120,3 +120,21 @@ def test_memory_benchmark_every_phase_runs_on_cpu_at_tiny_shapes(capsys):
     out = capsys.readouterr().out
     assert out.count("done:") == 6 and out.strip().splitlines()[-1].startswith("fits on 80 GB: yes")
     assert result["peak_gib"] == 0.0
+
+
+def test_qlora_sft_benchmark_runs_fit_world_model_on_a_shaped_model(tmp_path, capsys):
+    """CPU smoke run of the 1.5B QLoRA benchmark's path: a tiny Qwen2 of the script's own builder, LoRA on a
+    float32 base (NF4 is the GPU run's), real fit-world-model on oracle trajectories; the summary it prints
+    comes from the run."""
+    from dreamgym.types import write_trajectories
+    from tests.test_experience_sft import oracle_trajectories
+
+    data = tmp_path / "oracle.jsonl"
+    write_trajectories(data, oracle_trajectories(2))
+    bench = _load("qlora_sft")
+    summary = bench.main(["--data", str(data), "--shape", "tiny", "--device", "cpu", "--no-quant", "--steps", "2",
+                          "--batch-size", "2", "--max-seq-len", "2048", "--run-dir", str(tmp_path / "run"),
+                          "--model-dir", str(tmp_path / "model")])
+    assert summary["global_step"] == 2 and summary["tokens_per_s"] > 0 and summary["quantization"] == "none"
+    assert (tmp_path / "model" / "config.json").is_file() and (tmp_path / "run" / "summary.json").is_file()
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("qlora sft tiny: ")
