@@ -74,7 +74,6 @@ def main() -> None:
         capture("cache write (index_put)", lambda: eng.K.__setitem__((0, rows, slice(None), pos), k[:, :, 0]))
         capture("grouped_attention", lambda: grouped_attention(q, eng.K[0, :a, :, :C], eng.V[0, :a, :, :C], mask))
         capture("norm + lm_head", lambda: core.lm_head(m.norm(h[:, 0])))
-        del model, eng
 
 
 if __name__ == "__main__":
