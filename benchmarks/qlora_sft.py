@@ -28,31 +28,26 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-SHAPES = {
-    # Qwen2.5-1.5B-Instruct's config.json values (vocab replaced by the tokenizer's)
-    "qwen2.5-1.5b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
-                         num_key_value_heads=2, max_position_embeddings=32768, rms_norm_eps=1e-6, rope_theta=1e6,
-                         tie_word_embeddings=True),
-    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, max_position_embeddings=4096, rms_norm_eps=1e-6, rope_theta=1e6,
-                 tie_word_embeddings=True),
-}
+sys.path.insert(0, str(REPO / "benchmarks"))
+from memory_qlora import SHAPES, build_bf16_model, make_config  # noqa: E402 -- the shapes the benchmarks share
+
+TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            max_position_embeddings=4096)
+"""--shape tiny: qwen2.5-1.5b shrunk for the CPU smoke run"""
 
 
 def write_shaped_model(shape: str, out: Path, device: str, seed: int = 0) -> int:
-    """A random-init Qwen2 causal LM of `shape` with the SmolLM2 tokenizer, saved (bf16) to `out`; returns
-    its parameter count."""
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
+    """A random-init causal LM of `shape` (a memory_qlora SHAPES name, or 'tiny') with the SmolLM2 tokenizer's
+    vocabulary, saved (bf16) with that tokenizer to `out`; returns its parameter count."""
     from dreamgym.config import ModelConfig
     from dreamgym.models.loading import load_tokenizer
 
     tok = load_tokenizer(ModelConfig())
-    cfg = Qwen2Config(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                      pad_token_id=tok.pad_token_id, **SHAPES[shape])
+    overrides = dict(TINY) if shape == "tiny" else {}
+    cfg = make_config("qwen2.5-1.5b" if shape == "tiny" else shape, vocab_size=len(tok), bos_token_id=tok.bos_token_id,
+                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **overrides)
     torch.manual_seed(seed)
-    with torch.device(device):
-        model = Qwen2ForCausalLM(cfg).to(torch.bfloat16)
+    model = build_bf16_model(cfg, device)
     model.save_pretrained(out)
     tok.save_pretrained(out)
     n = sum(p.numel() for p in model.parameters())
@@ -65,7 +60,7 @@ def write_shaped_model(shape: str, out: Path, device: str, seed: int = 0) -> int
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, required=True, help="SFT records (annotate output) or trajectory files")
-    ap.add_argument("--shape", default="qwen2.5-1.5b", choices=sorted(SHAPES))
+    ap.add_argument("--shape", default="qwen2.5-1.5b", choices=sorted(SHAPES) + ["tiny"])
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     ap.add_argument("--steps", type=int, default=24, help="optimizer steps (sft.max_steps)")
     ap.add_argument("--batch-size", type=int, default=4)
