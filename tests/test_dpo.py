@@ -13,7 +13,7 @@ from dreamgym.rl.dpo import dpo_loss, sequence_logps
 from dreamgym.rl.sft_data import action_as_offered, preference_pairs, select_trajectories
 from dreamgym.types import Step, Task, Trajectory
 from dreamgym.metrics import check_metric_names
-from tests.offline_fixtures import offline_data, tb_scalars  # noqa: F401  (fixture)
+from tests.offline_fixtures import tb_scalars
 
 
 def test_dpo_loss_exact_values_and_stats():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dreamgym.config import ModelConfig
-from dreamgym.models.engine import _common_prefix, engine_for, engine_supports
+from dreamgym.models.engine import engine_for, engine_supports
 from dreamgym.models.generation import GenerationSettings, generate_samples, release_keys
 from dreamgym.models.loading import load_model
 
@@ -40,13 +40,6 @@ def _assert_same(hf, en):
         assert a.ids == b.ids and a.stopped == b.stopped
         torch.testing.assert_close(torch.tensor(b.logprobs), torch.tensor(a.logprobs), rtol=0, atol=ATOL)
         assert a.allowed == b.allowed
-
-
-def test_common_prefix():
-    assert _common_prefix([1, 2, 3, 4], [1, 2, 9]) == 2
-    assert _common_prefix([1, 2, 3], [1, 2, 3, 4]) == 3
-    assert _common_prefix([], [1]) == 0
-    assert _common_prefix([5] * 1000 + [1], [5] * 1000 + [2]) == 1000
 
 
 def test_supported_model_types(tiny):
@@ -196,7 +189,7 @@ def test_cuda_engine_matches_hf(graphs):
     _assert_same(hf, en)
     if graphs:  # a failed capture falls back to eager decoding (logged): the graph path must really have run
         eng = engine_for(model, tok)
-        assert eng.cuda_graphs and eng._graphs, "CUDA graph capture failed (see the KVEngine warning)"
+        assert eng.cuda_graphs and eng.padded.steps, "CUDA graph capture failed (see the KVEngine warning)"
     keys = list(range(len(prompts)))
     first = generate_samples(model, tok, prompts, GenerationSettings(backend="engine", max_new_tokens=6), keys=keys)
     turn2 = [p + s.ids + [5, 6, 7] for p, s in zip(prompts, first)]

@@ -15,7 +15,6 @@ from dreamgym.pipelines import train_policy as train_policy_module
 from dreamgym.pipelines.s2r import s2r
 from dreamgym.pipelines.train_policy import train_policy
 from dreamgym.replay.buffer import ReplayBuffer
-from tests.offline_fixtures import tiny_world_model  # noqa: F401  (fixture)
 
 DEBUG = "configs/policy/debug.yaml"
 

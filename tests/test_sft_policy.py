@@ -21,7 +21,7 @@ from dreamgym.rl.rollout import RolloutSettings, run_rollouts
 from dreamgym.rl.sft_data import collate_examples, episode_example
 from dreamgym.types import read_trajectories
 from dreamgym.metrics import check_metric_names
-from tests.offline_fixtures import offline_data, tb_scalars  # noqa: F401  (fixture)
+from tests.offline_fixtures import tb_scalars
 
 CFG = "configs/policy/offline_debug.yaml"
 CFG_ABS = Path(CFG).resolve()

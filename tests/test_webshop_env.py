@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from dreamgym.cli import app
 from dreamgym.config import EnvConfig, WebShopConfig
 from dreamgym.envs.base import make_env
-from dreamgym.envs.webshop.env import WebShopEnv, parse_action
+from dreamgym.envs.webshop.env import parse_action
 from dreamgym.envs.webshop.reward import get_reward
 from dreamgym.episodes import run_episode
 from dreamgym.errors import DreamGymError

@@ -3,8 +3,8 @@
 `generate`.
 
 Why it is faster than HF `generate` on the workloads that matter here (multi-turn GRPO rollouts):
-- **In-place KV cache**: one pre-allocated (layers, slots, kv_heads, capacity, head_dim) tensor pair;
-  each decode step writes one position per row (`index_put_`), nothing is concatenated or copied.
+- **In-place KV cache** (`models.kv_slots`): one pre-allocated (layers, slots, kv_heads, capacity, head_dim)
+  tensor pair; each decode step writes one position per row (`index_put_`), nothing is concatenated or copied.
 - **Multi-turn reuse**: a request may carry a key (the rollout loop uses the episode index). The key's
   slot keeps the ids already in its cache; the next turn's prompt extends them, so only the new tokens
   (template glue + observation) are prefilled. Any common prefix is reusable (a position's K/V depends
@@ -16,9 +16,10 @@ Why it is faster than HF `generate` on the workloads that matter here (multi-tur
   so at most `batch_size` rows decode and none of them is finished.
 - **Cheap heads**: the LM head runs only at the one position per row that is sampled; sampling uses
   one softmax over the logits (`torch.multinomial`), or a masked one in choice mode.
-- **CUDA graphs** (GPU only): the decode step for a padded row count is captured once per call and
-  replayed, removing per-kernel launch overhead. Captured graphs are dropped at the end of each call,
-  so a toggled adapter or a changed model is always seen.
+- **CUDA graphs** (GPU only, `models.padded_decode`): the decode step for a padded row count is captured
+  once and replayed, removing per-kernel launch overhead; a greedy step also picks its ids on the device.
+  Captures are dropped when the adapter switches, a parameter moves or the cache grows, and cached K/V
+  when the trainable weights change, so a toggled adapter or an updated model is always seen.
 
 The LoRA adapter is whatever peft has active in the model's modules (no merge, no copy); inside
 `model.disable_adapter()` the engine generates with the base. Token ids and log-probs match HF
@@ -27,7 +28,6 @@ The LoRA adapter is whatever peft has active in the model's modules (no merge, n
 
 from __future__ import annotations
 
-import logging
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,10 +35,10 @@ from typing import Any, Hashable
 
 import torch
 
+from dreamgym.models.kv_slots import KVSlots, common_prefix
+from dreamgym.models.padded_decode import PaddedDecoder
 from dreamgym.models.sampling import pick_tokens
 from dreamgym.models.decoder import SUPPORTED_MODEL_TYPES, core_model, decoder_forward, grouped_attention, supports
-
-log = logging.getLogger(__name__)
 
 __all__ = ["KVEngine", "engine_for", "engine_supports"]
 
@@ -71,18 +71,6 @@ def unbind_engine(model: Any) -> None:
 
 
 @dataclass
-class _PaddedStep:
-    """One padded decode step's static tensors (a CUDA graph's inputs and outputs) and how to run it."""
-
-    ids: torch.Tensor  # (width,) ids fed
-    active: torch.Tensor  # (width,) 1 for rows [0, a) whose lengths advance
-    a: int = -1
-    run: Any = None
-    logits: torch.Tensor | None = None  # (width, V)
-    picked: torch.Tensor | None = None  # (2, width) float64: greedy ids, their log-probs
-
-
-@dataclass
 class _Request:
     prompt: list[int]
     trie: Any  # models.generation.ChoiceTrie | None
@@ -108,7 +96,7 @@ class KVEngine:
         self.n_heads = c.num_attention_heads
         self.n_kv = getattr(c, "num_key_value_heads", None) or c.num_attention_heads
         self.head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-        self.max_cache_bytes = max_cache_bytes
+        self.cache = KVSlots(self.n_layers, self.n_kv, self.head_dim, max_cache_bytes)
         self.cuda_graphs = cuda_graphs
         self.padded_decode = False
         """run the static-shape decode of the CUDA-graph path without CUDA (tests)"""
@@ -116,26 +104,26 @@ class KVEngine:
         """time prefill / decode / graph capture / sampling into `timing` (synchronizes CUDA)"""
         self.timing = {"prefill_s": 0.0, "decode_s": 0.0, "capture_s": 0.0, "sample_s": 0.0}
         self._stop_set: set[int] = set()  # the current call's end tokens
-        self._graphs: dict = {}  # (width, capacity) -> _PaddedStep
-        self._last_padded: _PaddedStep | None = None
+        self.padded = PaddedDecoder(self)  # the static-shape (CUDA-graph) decode steps
         self._graph_key: tuple | None = None
-        self.K: torch.Tensor | None = None  # (L, S, Hkv, C, D)
-        self.V: torch.Tensor | None = None
-        self.tokens: list[list[int]] = []  # ids whose K/V row s holds
-        self.lengths: torch.Tensor | None = None  # (S,) long, == len(tokens[s])
-        self.owner: list[Hashable | None] = []  # the key a slot belongs to (None = free)
         self.stats = {"prefill_tokens": 0, "reused_tokens": 0, "shared_prefill_rows": 0, "decode_steps": 0,
                       "graph_picks": 0}
         self._trainable = [q for q in self.core.parameters() if q.requires_grad]
         self._lora_layer = next((m for m in self.core.modules() if hasattr(m, "lora_A")), None)
         self._weights_seen: tuple | None = None
 
+    # the cache's tensors and bookkeeping (models.kv_slots), named as the passes below use them
+    K = property(lambda self: self.cache.K, doc="(layers, slots, kv_heads, capacity, head_dim) keys")
+    V = property(lambda self: self.cache.V, doc="the values, shaped as K")
+    lengths = property(lambda self: self.cache.lengths, doc="(slots,) long: positions each slot holds")
+    tokens = property(lambda self: self.cache.tokens, doc="the ids whose K/V each slot holds")
+    owner = property(lambda self: self.cache.owner, doc="the key each slot belongs to (None: free)")
+
     # -- public API ------------------------------------------------------------------------------
     def release(self, keys: list[Hashable] | None = None) -> None:
-        """Forget the cached ids of `keys` (all keys when None); the memory stays allocated."""
-        for s, k in enumerate(self.owner):
-            if k is not None and (keys is None or k in keys):
-                self.owner[s] = None
+        """Free the slots of `keys` (all keys when None); the memory stays allocated and the ids stay
+        reusable as a shared prefix."""
+        self.cache.release(keys)
 
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], settings: Any, stops: list[int],
@@ -163,15 +151,16 @@ class KVEngine:
             seen = self._fingerprint()
             if seen != self._weights_seen:  # weights or adapter state changed: cached K/V are stale
                 self._weights_seen = seen
-                if self.K is not None:
-                    self.tokens = [[] for _ in self.tokens]
-                    self.lengths.zero_()
+                self.cache.forget()
             graph_key = (seen[1], tuple(q.data_ptr() for q in self.core.parameters()))
             if graph_key != self._graph_key:  # adapter switched or parameters moved: recapture
-                self._graphs, self._graph_key = {}, graph_key
+                self.padded.drop()
+                self._graph_key = graph_key
             need = max(len(p) + r.limit + 1 for p, r in zip(prompts, reqs))
-            self._reserve(n, need)
-            where = self._place(keys, prompts)  # rows [0, n) hold this call's requests
+            emb = self.core.model.embed_tokens.weight  # the compute dtype, also under 4-bit quantization
+            if self.cache.reserve(n, need, emb.dtype, emb.device):
+                self.padded.drop()  # they captured the old tensors
+            where = self.cache.place(keys, prompts)  # rows [0, n) hold this call's requests
             self._decode_all(reqs, where, settings, temperature, generator)
         finally:
             self.model.train(was_training)
@@ -197,85 +186,6 @@ class KVEngine:
         switches = (bool(lora.disable_adapters), tuple(active))
         return values, switches
 
-    def _reserve(self, rows: int, length: int) -> None:
-        """Grow the cache to at least `rows` slots of `length` positions (copying what it holds)."""
-        emb = self.core.model.embed_tokens.weight  # the compute dtype, also under 4-bit quantization
-        dtype, device = emb.dtype, emb.device
-        S = 0 if self.K is None else self.K.shape[1]
-        C = 0 if self.K is None else self.K.shape[3]
-        if self.K is not None and self.K.dtype != dtype:
-            S = C = 0  # dtype changed: start over
-        if rows <= S and length <= C:
-            return
-        new_S = max(rows, S)
-        new_C = max(C, -(-length // 256) * 256)
-        shape = (self.n_layers, new_S, self.n_kv, new_C, self.head_dim)
-        need_bytes = 2 * torch.Size(shape).numel() * torch.tensor([], dtype=dtype).element_size()
-        if self.max_cache_bytes is not None and need_bytes > self.max_cache_bytes:
-            raise MemoryError(f"KVEngine: a cache of {rows} rows x {length} positions needs {need_bytes / 2**30:.1f} GiB, "
-                              f"over max_cache_bytes ({self.max_cache_bytes / 2**30:.1f} GiB); lower the batch or "
-                              "the context length")
-        K = torch.zeros(shape, dtype=dtype, device=device)
-        V = torch.zeros(shape, dtype=dtype, device=device)
-        if self.K is not None and S and C:
-            K[:, :S, :, :C] = self.K[:, :S, :, :C]
-            V[:, :S, :, :C] = self.V[:, :S, :, :C]
-            lengths = torch.cat([self.lengths, torch.zeros(new_S - S, dtype=torch.long, device=device)])
-        else:
-            self.tokens, self.owner = [], []
-            lengths = torch.zeros(new_S, dtype=torch.long, device=device)
-        self.K, self.V, self.lengths = K, V, lengths
-        self._graphs = {}  # they captured the old tensors
-        self.tokens += [[] for _ in range(new_S - len(self.tokens))]
-        self.owner += [None] * (new_S - len(self.owner))
-
-    def _place(self, keys: list[Hashable | None], prompts: list[list[int]]) -> list[int]:
-        """Bring this call's requests into rows [0, n) (in place: graphs keep their tensors) and return
-        `where` (row -> request). A keyed request takes its key's slot, a one-off request the free slot
-        sharing the longest prefix with its prompt (or any free slot)."""
-        S = self.K.shape[1]
-        slot_of = {k: s for s, k in enumerate(self.owner) if k is not None}
-        chosen: list[int | None] = [slot_of.get(k) if k is not None else None for k in keys]
-        taken = {s for s in chosen if s is not None}
-        for k, s in slot_of.items():  # keys not in this call keep their slots unless space runs out
-            if k not in keys:
-                taken.add(s)
-        free = [s for s in range(S) if s not in taken]
-        for i, s in enumerate(chosen):
-            if s is None:
-                if not free:  # evict the first keyed slot not in this call
-                    victim = next(s2 for s2 in range(S) if s2 not in {c for c in chosen if c is not None}
-                                  and self.owner[s2] not in keys)
-                    self.owner[victim] = None
-                    free.append(victim)
-                best = max(free, key=lambda f: _common_prefix(self.tokens[f], prompts[i]), default=free[0])
-                free.remove(best)
-                chosen[i] = best
-        n = len(prompts)
-        holes = iter(sorted(set(range(n)) - set(chosen)))
-        for i, s in enumerate(chosen):
-            if s >= n:  # swap it with a row of [0, n) that no request chose
-                h = next(holes)
-                self._swap(s, h)
-                chosen[i] = h
-        where = [0] * n
-        for i, s in enumerate(chosen):
-            where[s] = i
-            self.owner[s] = None  # rows of this call; set to their key at the end
-        return where
-
-    def _swap(self, a: int, b: int) -> None:
-        if a == b:
-            return
-        idx, rev = torch.tensor([a, b], device=self.K.device), torch.tensor([b, a], device=self.K.device)
-        L = max(len(self.tokens[a]), len(self.tokens[b]), int(self.lengths[a]), int(self.lengths[b])) + 1
-        L = min(L, self.K.shape[3])  # only the filled positions move (+1: a padded decode's write slot)
-        self.K[:, idx, :, :L] = self.K[:, rev, :, :L]
-        self.V[:, idx, :, :L] = self.V[:, rev, :, :L]
-        self.lengths[idx] = self.lengths[rev]
-        self.tokens[a], self.tokens[b] = self.tokens[b], self.tokens[a]
-        self.owner[a], self.owner[b] = self.owner[b], self.owner[a]
-
     # -- the loop --------------------------------------------------------------------------------
     def _decode_all(self, reqs: list[_Request], where: list[int], settings: Any, temperature: float,
                     generator: torch.Generator | None) -> None:
@@ -285,7 +195,7 @@ class KVEngine:
         for t in range(n):  # request order first: admission and sampling order (hence seeded draws) repeat
             r = row_of[t]
             if r != t:
-                self._swap(r, t)
+                self.cache.swap(r, t)
                 u = where[t]
                 where[t], where[r] = t, u
                 row_of[t], row_of[u] = t, r
@@ -328,9 +238,9 @@ class KVEngine:
                     fed = False
                     self._finish_row(r, q)
                     last_active, last_wait = active - 1, active + waiting - 1
-                    self._swap(r, last_active)
+                    self.cache.swap(r, last_active)
                     where[r], where[last_active] = where[last_active], where[r]
-                    self._swap(last_active, last_wait)
+                    self.cache.swap(last_active, last_wait)
                     where[last_active], where[last_wait] = where[last_wait], where[last_active]
                     active -= 1
                     continue  # row r now holds another active request
@@ -379,7 +289,7 @@ class KVEngine:
         leaders: dict[tuple, int] = {}
         lead_of = []
         for r, p in zip(rows, prompts):
-            reuse = min(_common_prefix(self.tokens[r], p), len(p) - 1)
+            reuse = min(common_prefix(self.tokens[r], p), len(p) - 1)
             self.tokens[r] = p[:reuse]
             self.lengths[r] = reuse
             key = tuple(p)
@@ -391,12 +301,10 @@ class KVEngine:
             last_logits.update(self._prefill_rows(chunk, [by_row[r] for r in chunk]))
         for r, lead, p in zip(rows, lead_of, prompts):
             if lead != r:  # copy the leader's K/V instead of recomputing it
-                L = len(p)
-                self.K[:, r, :, :L] = self.K[:, lead, :, :L]
-                self.V[:, r, :, :L] = self.V[:, lead, :, :L]
-                self.lengths[r] = L
+                self.cache.copy_row(lead, r, p)
                 self.stats["shared_prefill_rows"] += 1
-            self.tokens[r] = list(p)
+            else:
+                self.tokens[r] = list(p)
         return torch.stack([last_logits[lead] for lead in lead_of]).to(device)
 
     def _prefill_rows(self, rows: list[int], prompts: list[list[int]]) -> dict[int, torch.Tensor]:
@@ -446,7 +354,7 @@ class KVEngine:
         returns that step's greedy (ids, log-probs) as lists instead of logits (one device->host copy)."""
         self.stats["decode_steps"] += 1
         if (self.K.is_cuda and self.cuda_graphs) or self.padded_decode:
-            return self._step_padded(ids, a, want_logits)
+            return self.padded.step(ids, a, want_logits)
         if ids is None:
             raise RuntimeError("KVEngine._step: ids are required on the eager path")
         pos = self.lengths[:a].clone()
@@ -467,79 +375,6 @@ class KVEngine:
 
         h = decoder_forward(self.core, ids[:, None], pos[:, None], attend)
         return self.core.lm_head(self.core.model.norm(h[:, 0]))
-
-    def _step_padded(self, ids: torch.Tensor | None, a: int, want_logits: bool = True):
-        """Decode with static shapes, as a CUDA graph replays it: a padded row count (power of two, capped
-        at the slot count) over the full cache capacity. Padded rows write K/V only at their own next
-        position, which lies beyond their valid ids (a waiting row's prefill overwrites it). The graph also
-        advances the active rows' lengths, picks the greedy id and its log-prob of every row and copies the
-        ids into its own input, so a greedy decode of unchanged rows needs one replay and one device->host
-        copy per step. Without CUDA (tests: `padded_decode`) the same body runs eagerly."""
-        S, C = self.K.shape[1], self.K.shape[3]
-        width = min(S, 1 << (a - 1).bit_length())
-        g = self._graphs.get((width, C))
-        if g is None:
-            g = self._graphs[(width, C)] = self._build_padded(width, C)
-        if g.a != a:
-            g.active.zero_()
-            g.active[:a] = 1
-            g.a = a
-        if ids is not None:
-            g.ids.zero_()
-            g.ids[:a] = ids
-        elif g is not self._last_padded:  # the previous step ran another graph: take over its picks
-            g.ids[:a] = self._last_padded.ids[:a]
-        self._last_padded = g
-        g.run()
-        if want_logits:
-            return g.logits[:a].clone()
-        picked = g.picked[:, :a].tolist()  # one copy: row 0 ids, row 1 log-probs (float64: both exact)
-        return [int(x) for x in picked[0]], picked[1]
-
-    def _build_padded(self, width: int, C: int) -> "_PaddedStep":
-        """The padded decode step of `width` rows over capacity C: captured as a CUDA graph on GPU (warm-up
-        on a side stream; lengths and K/V restored after it), an eager closure otherwise."""
-        device = self.K.device
-        st = _PaddedStep(ids=torch.zeros(width, dtype=torch.long, device=device),
-                         active=torch.zeros(width, dtype=torch.long, device=device))
-
-        def body() -> None:
-            pos = self.lengths[:width].clamp(max=C - 1)
-            logits = self._step_eager(st.ids, pos, width, C)
-            self.lengths[:width] += st.active
-            logp = torch.log_softmax(logits.float(), dim=-1)  # == pick_tokens' greedy pick (temperature 1)
-            best = logp.argmax(-1)
-            st.picked = torch.stack((best.double(), logp.gather(-1, best[:, None])[:, 0].double()))
-            st.logits = logits
-            st.ids.copy_(best)
-
-        if not self.K.is_cuda:
-            st.run = body
-            return st
-        t0 = time.perf_counter()
-        saved = self.lengths.clone()
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(2):  # writes garbage K/V at each row's next position: see the docstring above
-                body()
-        torch.cuda.current_stream().wait_stream(stream)
-        self.lengths.copy_(saved)
-        graph = torch.cuda.CUDAGraph()
-        try:
-            with torch.cuda.graph(graph):
-                body()
-        except Exception as e:  # noqa: BLE001 -- a kernel that cannot be captured: decode eagerly from now on
-            log.warning("KVEngine: CUDA graph capture failed (%s: %s); decoding without graphs", type(e).__name__,
-                        str(e).splitlines()[0] if str(e) else "", exc_info=True)
-            self.cuda_graphs = False
-            torch.cuda.synchronize()
-            self.lengths.copy_(saved)
-            st.run = body  # this call finishes eagerly on the padded shapes; the next ones take the eager path
-            return st
-        st.run = graph.replay
-        self.timing["capture_s"] += time.perf_counter() - t0
-        return st
 
     @contextmanager
     def _timed(self, key: str):
@@ -572,24 +407,10 @@ def _fast_forward(q: _Request) -> None:
         q.allowed += [[t] for t in path]
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    """Length of the longest common prefix (binary search over C-speed slice comparisons)."""
-    lo, hi = 0, min(len(a), len(b))
-    if a[:hi] == b[:hi]:
-        return hi
-    while lo < hi:  # invariant: a[:lo] == b[:lo], a[:hi+1] != b[:hi+1] is not yet known
-        mid = (lo + hi + 1) // 2
-        if a[:mid] == b[:mid]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
 def _chunks(rows: list[int], prompts: dict[int, list[int]], cached: list[list[int]], budget: int):
     """Split prefill rows (sorted by new-token count) so rows x T x Lk stays under `budget` elements."""
     def new_len(r: int) -> int:
-        return len(prompts[r]) - min(_common_prefix(cached[r], prompts[r]), len(prompts[r]) - 1)
+        return len(prompts[r]) - min(common_prefix(cached[r], prompts[r]), len(prompts[r]) - 1)
 
     ordered = sorted(rows, key=new_len)
     chunk: list[int] = []
