@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The GPU table in one run (issues 5 and 8), most wanted first, each stage under its own time cap so that one
 # hang or failure still leaves the others' numbers: the 8B NF4 + 3B LoRA memory check, the rollout benchmark
-# in bf16 (B = 1, 16, 64, 256), QLoRA SFT of a 1.5B-shaped experience model through fit-world-model, the
-# engine-vs-HF and FSDP tests on CUDA, the rollout benchmark in fp32 (exactness), SFT ours-vs-plain on the
-# 1.5B QLoRA model. On a machine without PyPI access, first build wheels on one that has it:
+# in bf16 (B = 1, 16, 64, 256), QLoRA SFT of a 1.5B-shaped experience model through fit-world-model, a
+# kernel profile of the engine, the engine with its decode step compiled (torch.compile), the engine-vs-HF
+# and FSDP tests on CUDA, the rollout benchmark in fp32 (exactness), SFT ours-vs-plain on the 1.5B QLoRA
+# model. On a machine without PyPI access, first build wheels on one that has it:
 #   pip wheel --no-deps -w wheels omegaconf antlr4-python3-runtime bm25s PyStemmer rapidfuzz pytest pluggy iniconfig
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_24_x86_64 -d wheels \
 #       bitsandbytes==0.50.2
@@ -36,6 +37,8 @@ stage() {  # stage SECONDS TITLE COMMAND...: run under a time cap, say how it en
   stage 150 "QLoRA SFT, 1.5B-shaped experience model (fit-world-model)" \
     python3 benchmarks/qlora_sft.py --data gpu_cache/sft_sample.jsonl --model-dir $MODEL_1B5 --steps 8 --batch-size 4
   stage 60 "engine kernel profile (B=16)" python3 benchmarks/rollout.py --device cuda --batches 16 --torch-profile
+  stage 240 "rollout bf16, decode step compiled (torch.compile) then captured, B=16" \
+    python3 benchmarks/rollout.py --device cuda --batches 16 --compile-decode --profile
   stage 45 "CUDA graph capture check" python3 benchmarks/graph_check.py
   stage 120 "GPU tests (engine vs HF, CUDA graphs; FSDP vs DDP)" \
     python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_engine.py tests/test_distributed.py -rs

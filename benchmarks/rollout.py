@@ -41,6 +41,7 @@ from dreamgym.types import StepResult
 
 GROUP = 8
 PADDED = False  # --padded-decode: the engine runs its CUDA-graph path's static-shape step eagerly (CPU)
+COMPILE = False  # --compile-decode: the static-shape step goes through torch.compile (then the CUDA graph)
 # Qwen2.5-1.5B's shape with the SmolLM2 tokenizer's vocabulary (no hub access: random init)
 GPU_SHAPE = dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
                  num_key_value_heads=2, max_position_embeddings=32768, rms_norm_eps=1e-6, rope_theta=1e6,
@@ -118,7 +119,8 @@ def measure(model, tok, tasks, recordings, batch: int, turns: int, new_tokens: i
     settings = RolloutSettings(max_turns=turns, max_new_tokens=new_tokens, do_sample=False, batch_size=batch,
                                max_context_tokens=32768, backend=backend)
     if backend == "engine":
-        engine_for(model, tok).padded_decode = PADDED
+        eng = engine_for(model, tok)
+        eng.padded_decode, eng.compile_decode = PADDED, COMPILE
     if model.device.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
@@ -168,6 +170,8 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="print the engine's time per phase (synchronizes)")
     ap.add_argument("--padded-decode", action="store_true", help="CPU: run the CUDA-graph path's static-shape "
                     "decode step (greedy ids picked and fed inside the step) eagerly")
+    ap.add_argument("--compile-decode", action="store_true", help="compile the static-shape decode step with "
+                    "torch.compile (fused kernels) before the CUDA graph captures it; the warm-up runs compile")
     ap.add_argument("--torch-profile", action="store_true", help="torch.profiler table of one engine rollout")
     args = ap.parse_args()
     if args.threads:
@@ -178,8 +182,8 @@ def main() -> None:
         batches = args.batches or ([1, 16, 64, 256] if args.device == "cuda" else [1, 16, 64])
         turns, new_tokens, obs_chars = args.turns, args.new_tokens, args.obs_chars
     model, tok = build_model(args.device, args.dtype)
-    global PADDED
-    PADDED = args.padded_decode
+    global PADDED, COMPILE
+    PADDED, COMPILE = args.padded_decode, args.compile_decode
     tasks, recordings = record_pages(max(1, max(batches) // GROUP), turns)
     dev = torch.cuda.get_device_name() if args.device == "cuda" else f"{platform.processor() or 'cpu'}, {torch.get_num_threads()} threads"
     print(f"# rollout benchmark: {type(model).__name__} {sum(p.numel() for p in model.parameters()) / 1e6:.0f}M "

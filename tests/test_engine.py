@@ -178,12 +178,29 @@ def test_static_shape_decode_of_the_cuda_graph_path_matches_hf(tiny):
         release_keys(model)
 
 
+def test_compiled_static_shape_decode_matches_hf(tiny):
+    """`compile_decode`: the padded step through torch.compile (Inductor's fused CPU kernels here; on GPU the
+    compiled step is what the CUDA graph captures) gives HF's greedy tokens and log-probs, across the batch
+    widths continuous batching goes through."""
+    model, tok = tiny
+    eng = engine_for(model, tok)
+    eng.padded_decode = eng.compile_decode = True
+    try:
+        hf, en = _both(model, tok, _prompts(tok, 5, seed=14), max_new_tokens=8, batch_size=4)
+        _assert_same(hf, en)
+        assert eng.stats["graph_picks"] > 0
+    finally:
+        eng.padded_decode = eng.compile_decode = False
+        release_keys(model)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("graphs", [False, True])
-def test_cuda_engine_matches_hf(graphs):
+@pytest.mark.parametrize("graphs,compiled", [(False, False), (True, False), (True, True)])
+def test_cuda_engine_matches_hf(graphs, compiled):
     model, tok = load_model(ModelConfig(name="tiny-random", device="cuda", dtype="float32"), for_training=True)
     engine_for(model, tok).cuda_graphs = graphs
+    engine_for(model, tok).compile_decode = compiled
     prompts = _prompts(tok, 12, seed=12) + [_prompts(tok, 1, seed=13)[0]] * 4
     hf, en = _both(model, tok, prompts, max_new_tokens=10, batch_size=8)
     _assert_same(hf, en)

@@ -100,6 +100,8 @@ class KVEngine:
         self.cuda_graphs = cuda_graphs
         self.padded_decode = False
         """run the static-shape decode of the CUDA-graph path without CUDA (tests)"""
+        self.compile_decode = False
+        """compile the static-shape decode step with `torch.compile` (fused kernels) before capturing it"""
         self.profile = False
         """time prefill / decode / graph capture / sampling into `timing` (synchronizes CUDA)"""
         self.timing = {"prefill_s": 0.0, "decode_s": 0.0, "capture_s": 0.0, "sample_s": 0.0}
@@ -152,8 +154,8 @@ class KVEngine:
             if seen != self._weights_seen:  # weights or adapter state changed: cached K/V are stale
                 self._weights_seen = seen
                 self.cache.forget()
-            graph_key = (seen[1], tuple(q.data_ptr() for q in self.core.parameters()))
-            if graph_key != self._graph_key:  # adapter switched or parameters moved: recapture
+            graph_key = (seen[1], tuple(q.data_ptr() for q in self.core.parameters()), self.compile_decode)
+            if graph_key != self._graph_key:  # adapter switched, parameters moved or compile toggled: recapture
                 self.padded.drop()
                 self._graph_key = graph_key
             need = max(len(p) + r.limit + 1 for p, r in zip(prompts, reqs))
