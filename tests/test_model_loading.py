@@ -174,21 +174,21 @@ def test_chat_prompt_ids_end_with_the_assistant_generation_prompt():
 
 
 def test_cache_root_and_atomic_cache_writes(tmp_path, monkeypatch):
-    from dreamgym.models.loading import _atomic_dir, cache_root
+    from dreamgym.models.model_cache import atomic_dir, cache_root
 
     monkeypatch.setenv("DREAMGYM_CACHE", str(tmp_path / "env"))
     assert cache_root() == tmp_path / "env" and cache_root(str(tmp_path / "cfg")) == tmp_path / "cfg"
     stale = tmp_path / ".m.tmp-999-deadbeef"  # left by a writer killed mid-conversion
     stale.mkdir()
     with pytest.raises(RuntimeError, match="killed"):
-        with _atomic_dir(tmp_path / "m", replace_existing=False) as tmp:
+        with atomic_dir(tmp_path / "m", replace_existing=False) as tmp:
             (tmp / "model.safetensors").write_text("half")
             raise RuntimeError("killed")
     assert not (tmp_path / "m").exists() and not list(tmp_path.glob(".m.tmp-*"))
-    with _atomic_dir(tmp_path / "m", replace_existing=False) as tmp:
+    with atomic_dir(tmp_path / "m", replace_existing=False) as tmp:
         (tmp / "dreamgym_meta.json").write_text("{}")
     assert (tmp_path / "m" / "dreamgym_meta.json").is_file()
-    with _atomic_dir(tmp_path / "m", replace_existing=False) as tmp:
+    with atomic_dir(tmp_path / "m", replace_existing=False) as tmp:
         assert tmp is None, "a complete folder is never rebuilt"
 
 

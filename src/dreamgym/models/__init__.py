@@ -1,5 +1,7 @@
 """Language models: loading (embedded SmolLM2-135M, tiny-random, any local/HF-cache model), dtype and
-device choice, LoRA/QLoRA adapters and chat-template ids. Everything lives in `models/loading.py`."""
+device choice, LoRA/QLoRA adapters and chat-template ids (`models/loading.py`; the converted-model cache in
+`models/model_cache.py`). Generation: `models/generation.py` over the KV engine (`engine.py`, `kv_slots.py`,
+`padded_decode.py`, `decoder.py`, `sampling.py`)."""
 
 from dreamgym.models.loading import (
     EMBEDDED_NAME,

