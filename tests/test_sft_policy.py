@@ -93,6 +93,38 @@ def test_sft_policy_cli_lowers_the_loss_exports_resolves_and_resumes(tmp_path, o
     assert res.exit_code != 0 and "model" in str(res.exception)
 
 
+def test_sft_policy_killed_in_its_second_epoch_resumes_from_the_first(tmp_path, offline_data, monkeypatch):
+    """`checkpoints/last.ckpt` is written at every epoch end (Lightning writes `last` only beside a top-k
+    save, so `save_top_k=0` never wrote it): a run that dies in epoch 2 resumes there, not from scratch."""
+    import lightning as L
+
+    from dreamgym.pipelines import offline_policy
+
+    class DieInSecondEpoch(L.Callback):
+        def on_train_epoch_start(self, trainer, module):
+            if trainer.current_epoch == 1:
+                raise RuntimeError("killed")
+
+    build = offline_policy.build_offline_policy
+
+    def build_and_die(*args, **kwargs):
+        module, datamodule, trainer = build(*args, **kwargs)
+        trainer.callbacks.append(DieInSecondEpoch())
+        return module, datamodule, trainer
+
+    run = tmp_path / "run"
+    args = ["sft-policy", "-c", str(CFG_ABS), "--data", str(offline_data), "--run-dir", str(run), "train.max_epochs=3"]
+    monkeypatch.setattr(offline_policy, "build_offline_policy", build_and_die)
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code != 0 and "killed" in str(res.exception)
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")
+    assert saved["global_step"] == 3 and saved["epoch"] == 0  # 6 train examples / batch 2: one epoch done
+    monkeypatch.setattr(offline_policy, "build_offline_policy", build)
+    res = CliRunner().invoke(app, args + ["--resume"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((run / "summary.json").read_text())["global_step"] == 9
+
+
 def test_sft_alias_falls_back_to_the_newest_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for stamp in ("20250101-000000", "20250102-000000"):

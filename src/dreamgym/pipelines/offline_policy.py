@@ -75,7 +75,8 @@ def build_offline_policy(cfg: SFTPolicyConfig, run: RunDir, data: Sequence[str |
     datamodule = _OfflineData(cfg, module, _read(data))
     t = cfg.train
     logger = TensorBoardLogger(save_dir=str(run.path), name="tb", version="", default_hp_metric=False)
-    callbacks: list = [ModelCheckpoint(dirpath=str(run.checkpoints_dir), save_last=True, save_top_k=0)]
+    # Lightning writes last.ckpt only beside a top-k save: save_top_k=0 would never write it (keep 1, unmonitored)
+    callbacks: list = [ModelCheckpoint(dirpath=str(run.checkpoints_dir), save_last=True, save_top_k=1)]
     if t.progress:
         callbacks.append(RichProgressBar())
     device = next(model.parameters()).device
