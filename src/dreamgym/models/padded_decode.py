@@ -100,15 +100,10 @@ class PaddedDecoder:
             st.logits = logits
             st.ids.copy_(best)
 
-        if eng.compile_decode:  # fused kernels (Inductor): far fewer launches per step than the eager ops
-            eager, compiled = body, torch.compile(body)
-
-            def body() -> None:
-                compiled()
-        else:
-            eager = body
+        # compiled: Inductor's fused kernels, far fewer launches per step than the eager ops
+        run = torch.compile(body) if eng.compile_decode else body
         if not (cache.K.is_cuda and eng.cuda_graphs):
-            st.run = body
+            st.run = run
             return st
         t0 = time.perf_counter()
         saved = cache.lengths.clone()
@@ -116,20 +111,20 @@ class PaddedDecoder:
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             for _ in range(2):  # writes garbage K/V at each row's next position: see the module docstring
-                body()
+                run()
         torch.cuda.current_stream().wait_stream(stream)
         cache.lengths.copy_(saved)
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph):
-                body()
+                run()
         except Exception as e:  # noqa: BLE001 -- a kernel that cannot be captured: decode eagerly from now on
             log.warning("KVEngine: CUDA graph capture failed (%s: %s); decoding without graphs", type(e).__name__,
                         str(e).splitlines()[0] if str(e) else "", exc_info=True)
             eng.cuda_graphs = False
             torch.cuda.synchronize()
             cache.lengths.copy_(saved)
-            st.run = eager  # this call finishes eagerly on the padded shapes; the next ones take the eager path
+            st.run = body  # this call finishes eagerly on the padded shapes; the next ones take the eager path
             return st
         st.run = graph.replay
         eng.timing["capture_s"] += time.perf_counter() - t0
