@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dreamgym.config import ConfigError, ExperiencePromptConfig
+from dreamgym.experience.bounded_decoding import FORCED_KINDS
 from dreamgym.experience.prompts import (
     PARSE_FAIL_REASONS,
     ParseStats,
@@ -215,7 +216,8 @@ def test_parse_never_raises_and_truncates_fallback_reasoning():
 def test_parse_stats_counts_metrics_and_merge():
     stats = ParseStats()
     assert stats.rate() == 0.0
-    assert stats.as_metrics() == {"wm/parse_fail_rate": 0.0, **{f"wm/parse_fail/{r}": 0.0 for r in PARSE_FAIL_REASONS}}
+    assert stats.as_metrics() == {"wm/parse_fail_rate": 0.0, **{f"wm/parse_fail/{r}": 0.0 for r in PARSE_FAIL_REASONS},
+                                  "wm/forced_rate": 0.0, **{f"wm/forced/{k}": 0.0 for k in FORCED_KINDS}}
     for text, _ in BAD[:4]:                                         # 3 missing_tags, 1 empty_state
         parse_transition(text, "p", stats)
     for text, *_ in GOOD[:4]:
@@ -224,12 +226,18 @@ def test_parse_stats_counts_metrics_and_merge():
     assert stats.as_metrics() == {
         "wm/parse_fail_rate": 0.5, "wm/parse_fail/missing_tags": 0.375, "wm/parse_fail/empty_state": 0.125,
         "wm/parse_fail/bad_reward": 0.0, "wm/parse_fail/bad_done": 0.0, "wm/parse_fail/missing_reasoning": 0.0,
-        "wm/parse_fail/truncated": 0.0}
+        "wm/parse_fail/truncated": 0.0, "wm/forced_rate": 0.0, **{f"wm/forced/{k}": 0.0 for k in FORCED_KINDS}}
+    stats.count_forced(("state_clipped", "state_closed"))
+    stats.count_forced(())
     other = ParseStats()
     parse_transition("<think>x", "p", other)
     parse_transition(GOOD[0][0], "p", other)
+    other.count_forced(("state_closed",))
     assert stats.merge(other) is stats
     assert stats.total == 10 and stats.failed == {"missing_tags": 3, "empty_state": 1, "truncated": 1}
+    assert stats.forced == {"state_clipped": 1, "state_closed": 2} and stats.forced_any == 2
+    m = stats.as_metrics()
+    assert (m["wm/forced_rate"], m["wm/forced/state_closed"], m["wm/forced/state_clipped"]) == (0.2, 0.2, 0.1)
     assert stats.as_metrics("eval_wm/")["eval_wm/parse_fail_rate"] == 0.5
     assert PARSE_FAIL_REASONS == ("missing_tags", "empty_state", "bad_reward", "bad_done", "missing_reasoning",
                                   "truncated")

@@ -32,6 +32,13 @@ _PARSE_FAIL_MEANING = {
     "truncated": "output cut off inside an open block",
 }
 
+_FORCED_MEANING = {
+    "think_closed": "closed a <think> block still open at the token budget",
+    "state_clipped": "cut a next state past its character budget to its head and added ' ...'",
+    "state_closed": "closed a <state> block at its character or token budget",
+    "outcome_opened": "added the <reward> block after a closed state",
+}
+
 METRICS: dict[str, str] = {
     # -- experience model M_exp: SFT (Eq. 5), parsing, fidelity (eps_R, eps_P of Thm. 1) ----------
     "wm/loss": "SFT joint loss (Eq. 5): mean NLL over reasoning + next-state (+ outcome) target tokens",
@@ -45,6 +52,8 @@ METRICS: dict[str, str] = {
     "wm/tokens_trained": "target tokens that received the SFT loss so far (experience model)",
     "wm/parse_fail_rate": "experience-model outputs replaced by the no-op fallback",
     **{f"wm/parse_fail/{r}": f"share of outputs that fell back because: {m}" for r, m in _PARSE_FAIL_MEANING.items()},
+    "wm/forced_rate": "experience-model answers that bounded decoding edited (a runaway block closed at its budget)",
+    **{f"wm/forced/{k}": f"share of answers whose bounded decoding {m}" for k, m in _FORCED_MEANING.items()},
     "wm/reward_accuracy": "held-out transitions whose predicted reward is within reward_tolerance (0.1) of the real one",
     "wm/majority_baseline_accuracy": "reward accuracy of always predicting the most frequent real reward",
     "wm/reward_mae": "mean |predicted - real| reward on held-out transitions (eps_R estimate)",

@@ -79,7 +79,12 @@ class SyntheticEnvConfig:
     """base model of the experience model; its LoRA adapter comes from `--world-model`"""
     prompt: ExperiencePromptConfig = field(default_factory=ExperiencePromptConfig)
     max_new_tokens: int = 192
-    """longest experience-model answer (reasoning + next state + reward + done)"""
+    """longest experience-model answer (reasoning + next state + reward + done) in one free generation;
+    with bounded_decoding an answer that uses it all is completed in short extra rounds"""
+    bounded_decoding: bool = True
+    """close a runaway block at its budget (a next state past prompt.next_state_chars, or any block open
+    when max_new_tokens runs out) and generate what the format still needs, instead of a `truncated` no-op
+    step (`experience/bounded_decoding.py`); False = the raw single generation (e.g. to audit it)"""
     batch_size: int = 16
     """episodes per generate() call"""
     do_sample: bool = False

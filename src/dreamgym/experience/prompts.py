@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from dreamgym.config import ExperiencePromptConfig
+from dreamgym.experience.bounded_decoding import FORCED_KINDS
 from dreamgym.types import Transition
 
 __all__ = [
@@ -92,14 +93,19 @@ class Prediction:
     done: bool
     reasoning: str | None = None
     parse_fallback: str | None = None
+    forced: tuple[str, ...] = ()
+    """edits bounded decoding made to the answer before parsing (`experience.bounded_decoding`), in order"""
 
 
 @dataclass
 class ParseStats:
-    """Counts of parsed outputs and of fallbacks by reason; feeds `wm/parse_fail*` metrics."""
+    """Counts of parsed outputs, of fallbacks by reason and of bounded-decoding edits by kind (answers that
+    needed one); feeds the `wm/parse_fail*` and `wm/forced*` metrics."""
 
     total: int = 0
     failed: Counter = field(default_factory=Counter)
+    forced: Counter = field(default_factory=Counter)
+    forced_any: int = 0
 
     def rate(self) -> float:
         """Share of outputs replaced by the fallback (0.0 when nothing was parsed)."""
@@ -107,16 +113,29 @@ class ParseStats:
 
     def as_metrics(self, prefix: str = "wm/") -> dict[str, float]:
         """{prefix}parse_fail_rate plus {prefix}parse_fail/<reason> for every reason: the share of all
-        outputs that failed for that reason (the reasons sum to the rate; 0.0 when nothing was parsed)."""
+        outputs that failed for that reason (the reasons sum to the rate; 0.0 when nothing was parsed);
+        {prefix}forced_rate (share of outputs bounded decoding edited) and {prefix}forced/<kind> per kind."""
+        share = (lambda k: k / self.total) if self.total else (lambda k: 0.0)
         out = {f"{prefix}parse_fail_rate": self.rate()}
         for reason in PARSE_FAIL_REASONS:
-            out[f"{prefix}parse_fail/{reason}"] = self.failed[reason] / self.total if self.total else 0.0
+            out[f"{prefix}parse_fail/{reason}"] = share(self.failed[reason])
+        out[f"{prefix}forced_rate"] = share(self.forced_any)
+        for kind in FORCED_KINDS:
+            out[f"{prefix}forced/{kind}"] = share(self.forced[kind])
         return out
+
+    def count_forced(self, kinds: tuple[str, ...]) -> None:
+        """Count one output's bounded-decoding edits (each kind once)."""
+        if kinds:
+            self.forced_any += 1
+            self.forced.update(set(kinds))
 
     def merge(self, other: "ParseStats") -> "ParseStats":
         """Add another worker's counts into this one (in place); returns self."""
         self.total += other.total
         self.failed.update(other.failed)
+        self.forced.update(other.forced)
+        self.forced_any += other.forced_any
         return self
 
 

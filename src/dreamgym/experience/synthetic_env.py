@@ -193,4 +193,4 @@ def build_predictor(cfg: SyntheticEnvConfig, world_model: str | None = None, buf
     return ExperiencePredictor(model, tokenizer, cfg.prompt, settings, buffer=buffer,
                                retrieval=cfg.retrieval if retrieval is None else retrieval,
                                reasoning=cfg.prompt.reasoning if reasoning is None else reasoning,
-                               seed=cfg.seed if cfg.do_sample else None)
+                               seed=cfg.seed if cfg.do_sample else None, bounded=cfg.bounded_decoding)

@@ -229,7 +229,8 @@ def _build_train_policy(cfg: TrainPolicyConfig, objects: dict, encoder: str):
         settings = GenerationSettings(max_new_tokens=s.max_new_tokens, do_sample=s.do_sample,
                                       temperature=s.temperature, batch_size=s.batch_size)
         predictor = objects["predictor"] = ExperiencePredictor(wm, wtok, s.prompt, settings, buffer=buffer,
-                                                               retrieval=s.retrieval, reasoning=s.prompt.reasoning)
+                                                               retrieval=s.retrieval, reasoning=s.prompt.reasoning,
+                                                               bounded=s.bounded_decoding)
         venv = SyntheticVectorEnv(predictor, s, cfg.env.name, real_env=env, buffer=buffer)
         if cfg.curriculum.enabled:
             generator = objects["generator"] = TaskGenerator.from_config(wm, wtok, cfg.curriculum)

@@ -155,7 +155,8 @@ def mode_predictor(base: ExperiencePredictor, cfg: EvalWorldModelConfig, retriev
                                    temperature=s.temperature, batch_size=s.batch_size)
     return ExperiencePredictor(base.model, base.tokenizer, prompt, settings,
                                buffer=base.buffer if buffer is _SAME else buffer, retrieval=retrieval,
-                               reasoning=reasoning, seed=s.seed if s.do_sample else None, stats=ParseStats())
+                               reasoning=reasoning, seed=s.seed if s.do_sample else None, stats=ParseStats(),
+                               bounded=s.bounded_decoding)
 
 
 # -- internals ---------------------------------------------------------------------------------
