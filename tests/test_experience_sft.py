@@ -246,3 +246,14 @@ def test_lr_schedule_warmup_then_decay_to_floor():
     assert lr_factor(3, 3, 10, "cosine", 0.1) == 1.0
     assert lr_factor(10, 3, 10, "cosine", 0.1) == pytest.approx(0.1)
     assert lr_factor(10, 3, 10, "linear", 0.0) == 0.0 and lr_factor(5, 0, 10, "constant", 0.1) == 1.0
+
+
+def test_answer_token_stats_nearest_rank():
+    from dreamgym.experience.sft_data import answer_token_stats
+
+    assert answer_token_stats([]) == {"answer_tokens_p50": 0, "answer_tokens_p90": 0, "answer_tokens_max": 0}
+    assert answer_token_stats([5]) == {"answer_tokens_p50": 5, "answer_tokens_p90": 5, "answer_tokens_max": 5}
+    xs = list(range(100, 0, -1))                          # 1..100 in any order
+    assert answer_token_stats(xs) == {"answer_tokens_p50": 50, "answer_tokens_p90": 90, "answer_tokens_max": 100}
+    assert answer_token_stats([10, 20, 30, 40]) == {"answer_tokens_p50": 20, "answer_tokens_p90": 40,
+                                                    "answer_tokens_max": 40}

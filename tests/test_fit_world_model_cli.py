@@ -61,6 +61,7 @@ def test_debug_preset_writes_config_summary_tb_and_adapter(run):
     assert summary["real_transitions"] == summary["train_examples"] + summary["val_examples"]
     assert summary["synthetic_transitions"] == 0 and summary["gpu_hours"] == 0.0
     assert summary["train_loss"] > 0 and summary["val_loss"] > 0 and summary["val_loss_first"] > 0
+    assert 0 < summary["answer_tokens_p50"] <= summary["answer_tokens_p90"] <= summary["answer_tokens_max"]
     assert summary["tokens_per_s"] > 0 and summary["peak_mem_gb"] > 0
     assert (run / "config.yaml").is_file() and "tiny-random" in (run / "config.yaml").read_text()
     prov = json.loads((run / "provenance.json").read_text())

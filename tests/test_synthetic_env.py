@@ -78,3 +78,23 @@ def test_template_initial_state_and_action_count_check(predictor):
     assert r[0].observation == "Instruction: [SEP] open the door" and vec.available_actions() == [[]]
     with pytest.raises(ValueError, match="2 actions for 1 running"):
         vec.step(["a", "b"])
+
+
+def test_answer_budget_warning_reads_the_fit_world_model_summary(tmp_path):
+    import json
+
+    from dreamgym.experience.synthetic_env import answer_budget_warning
+
+    run = tmp_path / "wm"
+    (run / "checkpoints" / "adapter").mkdir(parents=True)
+    (run / "summary.json").write_text(json.dumps({"command": "fit-world-model", "answer_tokens_p90": 196,
+                                                  "answer_tokens_max": 210}))
+    for where in (run, run / "checkpoints" / "adapter"):  # the run dir or its adapter
+        msg = answer_budget_warning(160, where)
+        assert msg is not None and "synthetic.max_new_tokens=160" in msg and ">= 196" in msg
+        assert answer_budget_warning(196, where) is None
+    (run / "summary.json").write_text(json.dumps({"command": "eval-world-model", "answer_tokens_p90": 196}))
+    assert answer_budget_warning(160, run) is None                           # not a fit-world-model summary
+    (run / "summary.json").write_text("{broken")
+    assert answer_budget_warning(160, run) is None                           # unreadable: no warning, no crash
+    assert answer_budget_warning(160, tmp_path / "missing") is None

@@ -24,6 +24,7 @@ sequence as an uninterrupted one.
 from __future__ import annotations
 
 import json
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,7 @@ from dreamgym.types import Transition, TrajectoryFileError, read_trajectories
 
 __all__ = [
     "PART_NONE", "PART_REASONING", "PART_STATE", "PART_OUTCOME",
-    "SFTExample", "load_records", "trajectory_records", "tokenize_record", "end_of_turn_ids",
+    "SFTExample", "answer_token_stats", "load_records", "trajectory_records", "tokenize_record", "end_of_turn_ids",
     "split_by_trajectory", "bucket_batches", "padding_tokens", "BucketBatchSampler", "collate",
     "SFTDataModule",
 ]
@@ -51,6 +52,16 @@ PART_NONE, PART_REASONING, PART_STATE, PART_OUTCOME = 0, 1, 2, 3
 """per-token part ids: prompt/padding, reasoning block, next-state block, reward/done block + end-of-turn"""
 
 _REQUIRED = ("trajectory_id", "step", "instruction", "state", "action", "next_state", "reward", "done", "split")
+
+
+def answer_token_stats(lengths: list[int]) -> dict[str, int]:
+    """answer_tokens_p50/p90/max: target lengths in tokens (end-of-turn included), nearest-rank percentiles;
+    the synthetic env's `max_new_tokens` should cover the p90 (`synthetic_env.answer_budget_warning`)."""
+    xs = sorted(lengths)
+    if not xs:
+        return {"answer_tokens_p50": 0, "answer_tokens_p90": 0, "answer_tokens_max": 0}
+    rank = lambda q: xs[max(0, math.ceil(q * len(xs)) - 1)]  # noqa: E731
+    return {"answer_tokens_p50": rank(0.5), "answer_tokens_p90": rank(0.9), "answer_tokens_max": xs[-1]}
 
 
 @dataclass
@@ -321,7 +332,8 @@ class SFTDataModule(L.LightningDataModule):
                 "examples_with_reasoning": sum(e.target.startswith("<think>") for e in distinct),
                 "planned_padding_share": round(share(padding_tokens(planned, lengths)), 4),
                 "random_batching_padding_share": round(share(padding_tokens(random_batches, lengths)), 4),
-                "mean_example_tokens": round(tokens / len(train), 1) if train else 0.0}
+                "mean_example_tokens": round(tokens / len(train), 1) if train else 0.0,
+                **answer_token_stats([len(e.input_ids) - e.prompt_len for e in distinct])}
 
     def _collate(self, examples: list[SFTExample]) -> dict[str, torch.Tensor]:
         return collate(examples, int(self.tokenizer.pad_token_id))

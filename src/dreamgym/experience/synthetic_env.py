@@ -11,7 +11,10 @@ and, with `write_back`, their transitions enter the replay buffer as source 'syn
 
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 from dreamgym.config import SyntheticEnvConfig
@@ -22,7 +25,9 @@ from dreamgym.experience.predictor import ExperiencePredictor, Query
 from dreamgym.models.generation import GenerationSettings
 from dreamgym.types import Step, StepResult, Task, Trajectory
 
-__all__ = ["SyntheticVectorEnv", "SyntheticEnv", "ACTION_PARSERS", "build_predictor"]
+__all__ = ["SyntheticVectorEnv", "SyntheticEnv", "ACTION_PARSERS", "build_predictor", "answer_budget_warning"]
+
+log = logging.getLogger(__name__)
 
 ACTION_PARSERS: dict[str, Callable[[str], list[str]]] = {"webshop": actions_from_text}
 
@@ -184,6 +189,8 @@ def build_predictor(cfg: SyntheticEnvConfig, world_model: str | None = None, buf
     dir; None = the base model alone) for inference, wired to the buffer."""
     from dreamgym.models.loading import load_adapter, load_model
 
+    if world_model is not None and (warning := answer_budget_warning(cfg.max_new_tokens, world_model)):
+        log.warning(warning)
     if world_model is not None:
         model, tokenizer = load_adapter(cfg.model, world_model, for_training=False)
     else:
@@ -194,3 +201,26 @@ def build_predictor(cfg: SyntheticEnvConfig, world_model: str | None = None, buf
                                retrieval=cfg.retrieval if retrieval is None else retrieval,
                                reasoning=cfg.prompt.reasoning if reasoning is None else reasoning,
                                seed=cfg.seed if cfg.do_sample else None, bounded=cfg.bounded_decoding)
+
+
+def answer_budget_warning(max_new_tokens: int, world_model: str | Path) -> str | None:
+    """A warning when `max_new_tokens` is below the p90 answer length the experience model was trained on
+    (`answer_tokens_p90` in the fit-world-model summary.json of the run `world_model` is, or whose
+    checkpoints/adapter it is); None when it covers it or no such summary exists. Bounded decoding still
+    completes the cut answers, but their next states lose their ends (a page's last actions)."""
+    p = Path(world_model)
+    for run in (p, p.parent, p.parent.parent):
+        summary = run / "summary.json"
+        if not summary.is_file():
+            continue
+        try:
+            s = json.loads(summary.read_text())
+        except (OSError, ValueError):
+            return None
+        p90 = s.get("answer_tokens_p90") if s.get("command") == "fit-world-model" else None
+        if isinstance(p90, int) and max_new_tokens < p90:
+            return (f"synthetic.max_new_tokens={max_new_tokens} is below the experience model's p90 answer length "
+                    f"({p90} tokens; max {s.get('answer_tokens_max')}, {summary}): most answers will be cut and "
+                    f"completed by bounded decoding with shortened next states; set synthetic.max_new_tokens >= {p90}")
+        return None
+    return None
