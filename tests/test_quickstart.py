@@ -3,11 +3,14 @@ policy on the same real tasks, and `--resume` keeps finished steps. The report's
 the PNG."""
 
 import json
+from dataclasses import replace
 
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
 from dreamgym.cli import app
+from dreamgym.errors import DreamGymError
 from dreamgym.pipelines.quickstart import STEPS
 from dreamgym.pipelines.report import draw_bars, markdown_table
 
@@ -74,3 +77,6 @@ def test_cpu_study_and_quickstart_presets_load():
         _check_same_layout(sft, rl)
         assert rl.synthetic.prompt == wm.prompt, "the synthetic env prompts the experience model as it was trained"
         assert rl.rollout.action_space == "choice" and rl.model.name == "smollm2-135m"
+    _check_same_layout(sft, replace(rl, rollout=replace(rl.rollout, temperature=1.5)))   # sampling may differ
+    with pytest.raises(DreamGymError, match="rollout"):                                  # the layout may not
+        _check_same_layout(sft, replace(rl, rollout=replace(rl.rollout, observation_chars=300)))

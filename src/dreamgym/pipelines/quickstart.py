@@ -139,10 +139,15 @@ def _run_steps(cfg: QuickstartConfig, step, progress: bool) -> None:
 
 
 def _check_same_layout(sft: SFTPolicyConfig, rl: S2RConfig) -> None:
-    """RL starts from the SFT adapter: the model and the context layout must be the ones SFT trained in."""
+    """RL starts from the SFT adapter: the model and the context layout must be the ones SFT trained in. The
+    rollouts' sampling (temperature, top_p) may differ: evaluation is greedy, and RL may explore more."""
     from dreamgym.config import to_yaml
 
-    diff = [k for k in ("model", "rollout") if to_yaml(getattr(sft, k)) != to_yaml(getattr(rl, k))]
+    def layout(cfg, key):
+        part = getattr(cfg, key)
+        return to_yaml(replace(part, temperature=1.0, top_p=1.0) if key == "rollout" else part)
+
+    diff = [k for k in ("model", "rollout") if layout(sft, k) != layout(rl, k)]
     if diff:
         raise DreamGymError(f"quickstart: keys {', '.join(diff)} of the sft presets differ from the rl presets; the "
                             "RL steps start from the SFT adapter, so both must use the same model and rollout layout")
