@@ -154,3 +154,38 @@ def test_collect_command_end_to_end(tmp_path):
 def test_bad_data_dir_is_a_clear_error(tmp_path):
     with pytest.raises(DreamGymError, match=str(tmp_path / "nowhere")):
         make_env(EnvConfig(webshop=WebShopConfig(data_dir=str(tmp_path / "nowhere"))))
+
+
+def test_noisy_oracle_makes_near_misses_failed_purchases_with_partial_reward(env):
+    from dreamgym.policies import NoisyPolicy, make_policy
+
+    tasks = env.tasks("test")[:40]
+    trajs = [run_episode(env, make_policy("noisy-oracle", env, seed=0, epsilon=0.3), t, max_turns=15) for t in tasks]
+    ended = [t for t in trajs if t.steps[-1].done and not t.steps[-1].info.get("truncated")]
+    failed = [t for t in ended if not t.success]
+    assert (sum(t.success for t in trajs), len(ended), len(failed)) == (28, 39, 11)   # seeded: exact
+    assert all(0.0 < t.final_reward < 1.0 for t in failed)                            # partial credit purchases
+    assert all(t.steps[-1].action == "click[buy now]" for t in failed)
+    again = run_episode(env, make_policy("noisy-oracle", env, seed=0, epsilon=0.3), tasks[3], max_turns=15)
+    assert again == trajs[3]                                                          # replayable per task
+    # epsilon 0 is the oracle, epsilon 1 the random policy (seed + 1)
+    for eps, ref in ((0.0, env.oracle()), (1.0, RandomPolicy(seed=1))):
+        for t in tasks[:5]:
+            a = run_episode(env, NoisyPolicy(env.oracle(), eps, seed=0), t, max_turns=15)
+            b = run_episode(env, ref, t, max_turns=15)
+            assert [s.action for s in a.steps] == [s.action for s in b.steps]
+    with pytest.raises(DreamGymError, match="epsilon"):
+        NoisyPolicy(env.oracle(), 1.5)
+
+
+def test_collect_noisy_oracle_counts_failed_endings(tmp_path):
+    from dreamgym.config import CollectConfig, load_config
+
+    with pytest.raises(Exception, match="epsilon"):
+        load_config(CollectConfig, [], ["policy=noisy-oracle", "epsilon=2"])
+    result = CliRunner().invoke(app, ["collect", "-c", "configs/debug.yaml", "--policy", "noisy-oracle", "--episodes",
+                                      "12", "--split", "train", "--run-dir", str(tmp_path / "run"), "epsilon=0.5"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["policy"] == "noisy-oracle" and summary["episodes"] == 12
+    assert 0 < summary["failed_endings"] <= 12 - round(summary["success_rate"] * 12)

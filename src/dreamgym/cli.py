@@ -48,7 +48,7 @@ def collect(
     run_dir: RunDirOpt = None,
     seed: SeedOpt = None,
     env: EnvOpt = None,
-    policy: Annotated[Optional[str], typer.Option(help="oracle or random (config key policy)")] = None,
+    policy: Annotated[Optional[str], typer.Option(help="oracle, random or noisy-oracle (config keys policy, epsilon)")] = None,
     episodes: Annotated[Optional[int], typer.Option(help="number of episodes (config key episodes)")] = None,
     split: Annotated[Optional[str], typer.Option(help="train, dev or test (config key split)")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="trajectory JSON-lines file (default: in the run dir)")] = None,

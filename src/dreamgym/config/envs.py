@@ -275,7 +275,10 @@ class CollectConfig:
 
     env: EnvConfig = field(default_factory=EnvConfig)
     policy: str = "oracle"
-    """scripted policy: 'oracle' (the env's own, reads the goal record) or 'random'"""
+    """scripted policy: 'oracle' (the env's own, reads the goal record), 'random', or 'noisy-oracle' (the
+    oracle taking a random action with probability `epsilon` each step: near misses, failed purchases)"""
+    epsilon: float = 0.2
+    """noisy-oracle: per-step probability of a uniformly random available action"""
     episodes: int = 100
     """episodes to run; tasks of the split are taken in order, cycling if there are fewer"""
     split: str = "train"
@@ -292,8 +295,10 @@ class CollectConfig:
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
             raise ConfigError(f"key 'split': got {self.split!r}, expected one of {', '.join(SPLITS)}")
-        if self.policy not in ("oracle", "random"):
-            raise ConfigError(f"key 'policy': got {self.policy!r}, expected 'oracle' or 'random'")
+        if self.policy not in ("oracle", "random", "noisy-oracle"):
+            raise ConfigError(f"key 'policy': got {self.policy!r}, expected 'oracle', 'random' or 'noisy-oracle'")
+        if not 0.0 <= self.epsilon <= 1.0:
+            raise ConfigError(f"key 'epsilon': got {self.epsilon}, expected a probability in [0, 1]")
         if self.episodes < 1 or self.max_turns < 1:
             raise ConfigError("keys 'episodes'/'max_turns': expected positive integers")
 

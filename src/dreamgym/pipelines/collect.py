@@ -30,7 +30,7 @@ def collect(cfg: CollectConfig, run_dir: str | Path | None = None, out: str | Pa
             raise DreamGymError(f"key 'split': env {cfg.env.name!r} has no {cfg.split} tasks")
         if cfg.shuffle_tasks:
             random.Random(cfg.seed).shuffle(tasks)
-        policy = make_policy(cfg.policy, env, seed=cfg.seed)
+        policy = make_policy(cfg.policy, env, seed=cfg.seed, epsilon=cfg.epsilon)
     timing = EpisodeTiming()
     trajectories = []
     with run.phase("collect"), _progress(cfg) as bar:
@@ -48,12 +48,14 @@ def collect(cfg: CollectConfig, run_dir: str | Path | None = None, out: str | Pa
     n, wins = len(trajectories), sum(t.success for t in trajectories)
     transitions = sum(len(t.steps) for t in trajectories)
     invalid = sum(bool(s.info.get("invalid_action")) for t in trajectories for s in t.steps)
+    failed_endings = sum(1 for t in trajectories  # the episode ended itself (a purchase), not at the turn limit
+                         if t.steps and t.steps[-1].done and not t.steps[-1].info.get("truncated") and not t.success)
     return run.write_summary(
         env=cfg.env.name, policy=cfg.policy, split=cfg.split, trajectories=str(out_path),
         episodes=n, transitions=transitions, real_transitions=transitions,
         success_rate=wins / n, success_rate_ci95=wilson_interval(wins, n),
         mean_reward=sum(t.final_reward for t in trajectories) / n,
-        avg_steps=transitions / n, invalid_action_rate=invalid / max(transitions, 1),
+        avg_steps=transitions / n, invalid_action_rate=invalid / max(transitions, 1), failed_endings=failed_endings,
         steps_per_s=timing.steps / max(timing.env_s, 1e-9),
         synthetic_transitions=0, tokens_generated=0, tokens_trained=0, gpu_hours=0.0,
     )
