@@ -15,7 +15,7 @@ from dreamgym.pipelines.quickstart import STEPS
 from dreamgym.pipelines.report import draw_bars, markdown_table
 
 TINY = ["world_model_presets=[configs/world_model/debug.yaml]", "sft_presets=[configs/policy/offline_debug.yaml]",
-        "rl_presets=[configs/policy/debug.yaml]", "demos=4", "failures=2", "eval_episodes=2",
+        "rl_presets=[configs/policy/debug.yaml]", "demos=4", "failures=2", "near_misses=2", "eval_episodes=2",
         "rl_overrides=[max_iterations=1,s2r.real_budget=3,synthetic.max_steps=2]"]
 
 
@@ -36,7 +36,12 @@ def test_quickstart_end_to_end_and_resume(tmp_path):
     assert real_only["real_transitions"] <= 3 and s2r["phases"]["real"]["real_transitions"] <= 3
     assert sorted(p.name for p in (run / "steps").iterdir()) == sorted(STEPS)
     report = (run / "report.md").read_text()
-    assert "DreamGym-S2R" in report and "Smoke scale" in report
+    assert "DreamGym-S2R" in report and "Smoke scale" in report and "2 noisy-oracle (epsilon 0.3)" in report
+    noisy = json.loads((run / "steps" / "collect_noisy" / "summary.json").read_text())
+    assert noisy["policy"] == "noisy-oracle" and noisy["episodes"] == 2
+    annotated = json.loads((run / "steps" / "annotate" / "summary.json").read_text())
+    assert annotated["records"] == sum(json.loads((run / "steps" / s / "summary.json").read_text())["transitions"]
+                                             for s in ("collect_oracle", "collect_random", "collect_noisy"))
     assert Image.open(run / "report.png").size[0] == 900
     stamp = (run / "steps" / "s2r" / "summary.json").stat().st_mtime_ns
     (run / "summary.json").unlink()

@@ -24,6 +24,12 @@ class QuickstartConfig:
     """oracle episodes collected on the train split: the buffer seed, the experience model's data, SFT demos"""
     failures: int = 20
     """random-policy episodes on the train split: failed transitions for the buffer and the experience model"""
+    near_misses: int = 0
+    """noisy-oracle episodes on the train split (`collect --policy noisy-oracle`): near misses such as failed
+    purchases with partial reward, for the buffer and the experience model (0 = none). Without them the model
+    sees almost only successful purchases (random episodes rarely buy) and learns that every purchase succeeds"""
+    near_miss_epsilon: float = 0.3
+    """per-step probability of a random action in the near-miss episodes"""
     eval_episodes: int = 10
     """greedy real-env episodes per evaluated policy (the same first tasks of `eval_split` for every row)"""
     eval_split: str = "test"
@@ -51,6 +57,9 @@ class QuickstartConfig:
         if self.demos < 2 or self.failures < 0 or self.eval_episodes < 1:
             raise ConfigError(f"keys 'demos'/'failures'/'eval_episodes': got {self.demos}, {self.failures}, "
                               f"{self.eval_episodes}; expected demos >= 2, failures >= 0, eval_episodes >= 1")
+        if self.near_misses < 0 or not 0.0 <= self.near_miss_epsilon <= 1.0:
+            raise ConfigError(f"keys 'near_misses'/'near_miss_epsilon': got {self.near_misses}, "
+                              f"{self.near_miss_epsilon}; expected near_misses >= 0 and epsilon in [0, 1]")
         if self.teacher not in ("rule", "model", "none"):
             raise ConfigError(f"key 'teacher': got {self.teacher!r}, expected 'rule', 'model' or 'none'")
         if self.eval_split not in SPLITS:

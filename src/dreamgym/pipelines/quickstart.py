@@ -34,7 +34,7 @@ from dreamgym.runs import RunDir
 
 __all__ = ["quickstart", "resolve_preset", "STEPS"]
 
-STEPS = ("collect_oracle", "collect_random", "buffer", "annotate", "world_model", "sft", "s2r", "real_only", "eval_base",
+STEPS = ("collect_oracle", "collect_random", "collect_noisy", "buffer", "annotate", "world_model", "sft", "s2r", "real_only", "eval_base",
          "eval_real_only")
 
 
@@ -107,6 +107,11 @@ def _run_steps(cfg: QuickstartConfig, step, progress: bool) -> None:
             CollectConfig(env=cfg.env, policy="random", episodes=cfg.failures, split="train", seed=cfg.seed + 1,
                           shuffle_tasks=True, progress=progress), run_dir=p), False)
         data.append(failures["trajectories"])
+    if cfg.near_misses:
+        near = step("collect_noisy", lambda p, _: collect(
+            CollectConfig(env=cfg.env, policy="noisy-oracle", epsilon=cfg.near_miss_epsilon, episodes=cfg.near_misses,
+                          split="train", seed=cfg.seed + 2, shuffle_tasks=True, progress=progress), run_dir=p), False)
+        data.append(near["trajectories"])
     buffer = step("buffer", lambda p, _: buffer_build(
         load_config(BufferBuildConfig, [], seed + [f"progress={progress}"]), data, out=p / "buffer", run_dir=p), False)
     wm_cfg = load_config(FitWorldModelConfig, [resolve_preset(f) for f in cfg.world_model_presets],

@@ -83,7 +83,9 @@ def write_report(run_path: Path, cfg, rows: dict[str, dict], steps: dict[str, di
     oracle = steps["collect_oracle"]
     md = [f"# DreamGym comparison on {cfg.env.name} ({cfg.eval_split} split)", "",
           f"Every policy plays the same first {cfg.eval_episodes} {cfg.eval_split} tasks, greedy. **Smoke scale:** "
-          f"{cfg.demos} oracle + {cfg.failures} random train episodes of offline data, "
+          f"{cfg.demos} oracle + {cfg.failures} random "
+          + (f"+ {cfg.near_misses} noisy-oracle (epsilon {cfg.near_miss_epsilon:g}) " if cfg.near_misses else "")
+          + "train episodes of offline data, "
           f"{p1['iterations']} synthetic RL iteration(s), a real budget of {s2r['real_budget']} transitions for S2R "
           f"and for real-only RL. With {cfg.eval_episodes} episodes per row the 95% intervals are wide: differences "
           "inside them are not evidence. RL methods start from the SFT warm start (the base model scores about 0 "
