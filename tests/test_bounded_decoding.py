@@ -49,8 +49,8 @@ def test_runaway_state_is_clipped_to_its_head_then_closed_at_the_budget():
     assert head == "Size [SEP] 10 pairs [SE"
     edit = plan_edit(loop, False, 40, 50, 8)
     assert edit == Edit("state_clipped", len("<state>") + 23, " ...", 50)
-    # sized to the tail's 12 characters at 2 characters per token: ceil(1.25 * 12 / 2) + 4 = 12 tokens
-    assert plan_edit(loop, False, 40, 50, 8, chars_per_token=2.0).tokens == math.ceil(1.25 * 12 / 2) + 4 == 12
+    # sized to the tail's 12 characters at 2 characters per token, plus the outcome: ceil(1.25 * 12 / 2) + 4 + 8
+    assert plan_edit(loop, False, 40, 50, 8, chars_per_token=2.0).tokens == math.ceil(1.25 * 12 / 2) + 4 + 8 == 20
     assert plan_edit(loop, False, 40, 5, 8, chars_per_token=2.0).tokens == 5            # never over new_tokens
     # the tail ran past N too: cut at N characters of content, close, generate the outcome
     tailed = "<state>" + head + " ... pairs [SEP] 13 pairs [SEP] 14 pairs [SEP] 15"
@@ -107,8 +107,8 @@ def test_rounds_clip_the_loop_then_close_it_then_write_the_outcome():
     assert kinds == [("state_clipped", "state_closed")]
     text = tok.decode(outs[0])
     head = "Color [SEP] red [SEP] b"[:head_chars(40)].rstrip()
-    tail_budget = math.ceil(1.25 * (40 - len(head) - 5) / 1.0) + 4                 # 1 char per token here
-    assert tail_budget == 19
+    tail_budget = math.ceil(1.25 * (40 - len(head) - 5) / 1.0) + 4 + 24            # 1 char per token here
+    assert tail_budget == 43
     tail = (" red [SEP] blue [SEP]" * 2)[:tail_budget]
     state = (head + " ..." + tail)[:40].rstrip()
     assert text == f"<state>{state}</state>\n<reward>1.0</reward>\n<done>true</done>"

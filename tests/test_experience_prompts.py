@@ -285,3 +285,14 @@ def test_target_state_clips_only_when_configured():
     assert target_state(page, ExperiencePromptConfig()) == page
     clipped = target_state(page, ExperiencePromptConfig(next_state_chars=60))
     assert len(clipped) <= 60 and clipped.startswith("Back to Search [SEP] Page 1") and " ... " in clipped
+
+
+def test_state_left_open_before_the_reward_block_ends_there():
+    stats = ParseStats()
+    text = "<state>Instruction: [SEP] buy socks [SEP] Search]\n<reward>0.0</reward>\n<done>false</done>"
+    p = parse_transition(text, "prev", stats, require_reasoning=False)
+    assert (p.next_state, p.reward, p.done, p.parse_fallback) == ("Instruction: [SEP] buy socks [SEP] Search]", 0.0,
+                                                                  False, None)
+    assert parse_transition("<state>S<reward>1.0</reward>", "prev", stats,   # reward but no done: bad_done
+                            require_reasoning=False).parse_fallback == "bad_done"
+    assert stats.failed == {"bad_done": 1}

@@ -14,8 +14,8 @@ next. `plan_edit` (pure) looks at the answer so far and says where to cut it and
   think_closed    a <think> block still open when the token budget ran out (no state yet):
                   keep it, append "</think>\\n<state>", generate the state
   state_clipped   the state passed N characters without " ...": cut it at the head length, append " ...",
-                  generate the tail (what the model learned to write after the marker) with a token budget
-                  sized to the tail's characters at the answer's own characters-per-token rate
+                  generate the tail (what the model learned to write after the marker), reward and done with a
+                  token budget sized to the tail's characters at the answer's own characters-per-token rate
   state_closed    the state passed N characters after its " ..." (cut at N), or the token budget ran out
                   inside it: append "</state>\\n<reward>", generate reward and done (`outcome_tokens`)
   outcome_opened  the state block is closed but no <reward> follows and the token budget ran out:
@@ -69,8 +69,8 @@ def plan_edit(text: str, stopped: bool, state_chars: int, new_tokens: int, outco
     """The edit the answer-so-far `text` needs (None: leave it). `stopped`: the model wrote its end token;
     `state_chars`: the trained next-state budget N (0 = unbounded: only the token budget closes a state);
     `new_tokens`: what a round that generates a state may use; `chars_per_token` (> 0: the answer's own rate
-    so far) sizes a tail round to its remaining characters: ceil(1.25 * chars / rate) + 4 tokens, at most
-    new_tokens. Rules: module docstring."""
+    so far) sizes a tail round to its remaining characters plus the outcome: ceil(1.25 * chars / rate) + 4 +
+    outcome_tokens tokens, at most new_tokens. Rules: module docstring."""
     if stopped:
         return None
     state_open = _OPEN_STATE.search(text)
@@ -87,8 +87,8 @@ def plan_edit(text: str, stopped: bool, state_chars: int, new_tokens: int, outco
             if MARKER not in content[:state_chars]:
                 head = content[:head_chars(state_chars)].rstrip()
                 tail = state_chars - len(head) - len(ELLIPSIS)
-                tokens = min(new_tokens, math.ceil(1.25 * tail / chars_per_token) + 4) if chars_per_token > 0 \
-                    else new_tokens
+                tokens = min(new_tokens, math.ceil(1.25 * tail / chars_per_token) + 4 + outcome_tokens) \
+                    if chars_per_token > 0 else new_tokens
                 return Edit("state_clipped", start + len(head), MARKER, tokens)
             return Edit("state_closed", start + len(content[:state_chars].rstrip()), "</state>\n<reward>",
                         outcome_tokens)

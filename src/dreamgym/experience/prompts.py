@@ -20,7 +20,8 @@ part for the Eq. 5 loss mask (reasoning + next state (+ reward/done)).
 Parsing (`parse_transition`) never raises. Lenient: tag case and inner spaces (`< /STATE >`), text
 before/after/between blocks, state/reward/done in any order, think anywhere (tags inside the think
 block are ignored), a bare `...</think>` when the chat template already opened `<think>`, rewards
-like "1" or "0.50", done as true/false/yes/no/1/0. When a block is repeated, the FIRST complete one
+like "1" or "0.50", done as true/false/yes/no/1/0, a `<state>` left open but followed by `<reward>` (small
+models forget `</state>`: the state ends where `<reward>` begins). When a block is repeated, the FIRST complete one
 counts (small models loop after answering; this also makes a stop string at `</done>` change
 nothing). Rewards within 1e-6 outside [0, 1] are float noise and clamped; anything further out is
 `bad_reward` (never clipped silently). The next state is stripped and capped at `max_state_chars`.
@@ -225,6 +226,11 @@ def parse_transition(text: str, prev_state: str, stats: ParseStats, require_reas
     stats.total += 1
     reasoning, think_unclosed, answer = _split_think(text)
     state, state_open = _block(answer, "state")
+    if state is None and state_open:  # a state left open but followed by <reward>: it ends there
+        opened = list(_OPEN["state"].finditer(answer))[-1]
+        reward_open = _OPEN["reward"].search(answer, opened.end())
+        if reward_open is not None:
+            state, state_open = answer[opened.end():reward_open.start()], False
     reward_text, reward_open = _block(answer, "reward")
     done_text, done_open = _block(answer, "done")
     reward = _as_unit_float(reward_text)
