@@ -125,6 +125,8 @@ def complete_answers(generate, tokenizer, prompts: list[list[int]], outs: list[l
     for _ in range(max_rounds):
         rows, new_prompts, budgets = [], [], []
         for i, ids in enumerate(outs):
+            if stopped[i]:  # finished by the model: never edited (plan_edit's first rule), so not decoded either
+                continue
             text = tokenizer.decode(ids, skip_special_tokens=True)
             edit = plan_edit(text, stopped[i], state_chars, first_budget, outcome_tokens,
                              chars_per_token=len(text) / len(ids) if ids else 0.0)

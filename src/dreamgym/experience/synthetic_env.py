@@ -189,9 +189,9 @@ def build_predictor(cfg: SyntheticEnvConfig, world_model: str | None = None, buf
     dir; None = the base model alone) for inference, wired to the buffer."""
     from dreamgym.models.loading import load_adapter, load_model
 
-    if world_model is not None and (warning := answer_budget_warning(cfg.max_new_tokens, world_model)):
-        log.warning(warning)
     if world_model is not None:
+        if warning := answer_budget_warning(cfg.max_new_tokens, world_model):
+            log.warning(warning)
         model, tokenizer = load_adapter(cfg.model, world_model, for_training=False)
     else:
         model, tokenizer = load_model(cfg.model, for_training=False)
