@@ -12,6 +12,8 @@
 # libbitsandbytes_* libraries other than cpu, cuda130 and cuda132: 43 MB -> 18 MB)
 # and copy the SmolLM2 tokenizer cache (~/.cache/dreamgym/models/*-tokenizer) to gpu_cache/models/ and some SFT
 # records (`dreamgym annotate` output) to gpu_cache/sft_sample.jsonl. Results go to ${OUT:-.}/gpu_results.txt.
+# STAGES picks stages by name, in the order given (default: all, in the order below); e.g. a short device
+# budget: STAGES="qlora profile tests" bash benchmarks/gpu_suite.sh, then STAGES="compile sft".
 set -uo pipefail
 OUT=${OUT:-.}
 LOG="$OUT/gpu_results.txt"
@@ -32,18 +34,25 @@ stage() {  # stage SECONDS TITLE COMMAND...: run under a time cap, say how it en
   echo "## $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader)"
   python3 -c "import sys, torch, transformers, peft, lightning; print('python', sys.version.split()[0], 'torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'lightning', lightning.__version__)"
   python3 -c "import bitsandbytes as b; print('bitsandbytes', b.__version__)" 2>&1 | tail -1
-  stage 110 "memory: 8B NF4 experience model + 3B LoRA policy" python3 benchmarks/memory_qlora.py
-  stage 150 "rollout bf16 (engine vs HF generate)" python3 benchmarks/rollout.py --device cuda --profile ${ROLLOUT_ARGS:-}
-  stage 150 "QLoRA SFT, 1.5B-shaped experience model (fit-world-model)" \
-    python3 benchmarks/qlora_sft.py --data gpu_cache/sft_sample.jsonl --model-dir $MODEL_1B5 --steps 8 --batch-size 4
-  stage 60 "engine kernel profile (B=16)" python3 benchmarks/rollout.py --device cuda --batches 16 --torch-profile
-  stage 240 "rollout bf16, decode step compiled (torch.compile) then captured, B=16" \
-    python3 benchmarks/rollout.py --device cuda --batches 16 --compile-decode --profile
-  stage 45 "CUDA graph capture check" python3 benchmarks/graph_check.py
-  stage 120 "GPU tests (engine vs HF, CUDA graphs; FSDP vs DDP)" \
-    python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_engine.py tests/test_distributed.py -rs
-  stage 40 "rollout fp32 (exactness)" python3 benchmarks/rollout.py --device cuda --dtype float32 --batches 16
-  [ -f $MODEL_1B5/config.json ] && stage 60 "SFT ours vs plain peft loop, 1.5B QLoRA" \
-    python3 benchmarks/sft.py --device cuda --model $MODEL_1B5 -c configs/paper/webshop_world_model.yaml \
-      --examples 32 --batch-size 4 --threads 0
+  for name in ${STAGES:-memory rollout qlora profile compile graphs tests fp32 sft}; do
+    case $name in
+      memory) stage 110 "memory: 8B NF4 experience model + 3B LoRA policy" python3 benchmarks/memory_qlora.py ;;
+      rollout) stage 150 "rollout bf16 (engine vs HF generate)" python3 benchmarks/rollout.py --device cuda --profile ${ROLLOUT_ARGS:-} ;;
+      qlora) stage 150 "QLoRA SFT, 1.5B-shaped experience model (fit-world-model)" \
+        python3 benchmarks/qlora_sft.py --data gpu_cache/sft_sample.jsonl --model-dir $MODEL_1B5 --steps 8 --batch-size 4 ;;
+      profile) stage 60 "engine kernel profile (B=16)" python3 benchmarks/rollout.py --device cuda --batches 16 --torch-profile ;;
+      compile) stage 240 "rollout bf16, decode step compiled (torch.compile) then captured, B=16" \
+        python3 benchmarks/rollout.py --device cuda --batches 16 --compile-decode --profile ;;
+      graphs) stage 45 "CUDA graph capture check" python3 benchmarks/graph_check.py ;;
+      tests) stage 120 "GPU tests (engine vs HF, CUDA graphs; FSDP vs DDP)" \
+        python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_engine.py tests/test_distributed.py -rs ;;
+      fp32) stage 40 "rollout fp32 (exactness)" python3 benchmarks/rollout.py --device cuda --dtype float32 --batches 16 ;;
+      sft) [ -f $MODEL_1B5/config.json ] || python3 -c "import sys; sys.path.insert(0, 'benchmarks'); \
+             from pathlib import Path; from qlora_sft import write_shaped_model; \
+             write_shaped_model('qwen2.5-1.5b', Path('$MODEL_1B5'), 'cuda')"
+           stage 90 "SFT ours vs plain peft loop, 1.5B QLoRA" python3 benchmarks/sft.py --device cuda --model $MODEL_1B5 \
+             -c configs/paper/webshop_world_model.yaml --examples ${SFT_EXAMPLES:-32} --batch-size ${SFT_BATCH:-4} --threads 0 ;;
+      *) echo "unknown stage '$name' (expected: memory rollout qlora profile compile graphs tests fp32 sft)"; exit 2 ;;
+    esac
+  done
 } 2>&1 | tee "$LOG"

@@ -139,6 +139,19 @@ def free(model) -> None:
         torch.cuda.empty_cache()
 
 
+def kernel_counts(prof, result, eng, before_steps: int) -> str:
+    """One line: GPU kernels (and their time) the profiled rollout ran in all, per decode step, and graph replays."""
+    from torch.autograd import DeviceType
+
+    kernels = [e for e in prof.events() if e.device_type == DeviceType.CUDA]
+    busy_ms = sum(e.device_time for e in kernels) / 1e3
+    launches = sum(1 for e in prof.events() if e.name in ("cudaGraphLaunch", "cuGraphLaunch"))
+    steps = eng.stats["decode_steps"] - before_steps
+    per_step = f", {len(kernels) / steps:.0f} per decode step ({steps} steps)" if steps else ""
+    return (f"GPU kernels: {len(kernels)}, busy {busy_ms:.1f} ms{per_step}; graph replays {launches}; "
+            f"tokens {result.tokens_generated}")
+
+
 def compare(a, b) -> tuple[float, float]:
     """(share of sampled tokens equal, max |log-prob difference| over equal prefixes)."""
     same = total = 0
@@ -212,11 +225,13 @@ def main() -> None:
         if args.torch_profile:
             from torch.profiler import ProfilerActivity, profile
             acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+            before_steps = eng.stats["decode_steps"]
             with profile(activities=acts) as prof:
-                measure(model, tok, tasks, recordings, b, turns, new_tokens, obs_chars, "engine", listed)
+                prof_result, _ = measure(model, tok, tasks, recordings, b, turns, new_tokens, obs_chars, "engine", listed)
             key = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14, max_name_column_width=40))
-            print(prof.key_averages().table(sort_by=key, row_limit=8, max_name_column_width=40))
+            print(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=60))
+            print("     " + kernel_counts(prof, prof_result, eng, before_steps))
         if args.profile:
             print("     engine time (profiled run): " + ", ".join(f"{k} {v:.3f}" for k, v in eng.timing.items())
                   + f", total {t_prof:.3f} s; unprofiled {t_fast:.3f} s", flush=True)
