@@ -248,3 +248,41 @@ def test_embedded_smollm2_converts_loads_and_generates():
         out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False)
     answer = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
     assert "Paris" in answer, answer
+
+
+class _WrappedLayer(torch.nn.Module):
+    """Stands in for an FSDP unit: the layer sits under `_fsdp_wrapped_module`, as FSDP names it."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self._fsdp_wrapped_module = layer
+
+    def forward(self, *args, **kwargs):
+        return self._fsdp_wrapped_module(*args, **kwargs)
+
+
+def test_adapter_from_a_gathered_state_dict_equals_peft_save_under_fsdp_names(tmp_path):
+    """FSDP's gathered state dict has clean keys while the model's module names carry
+    `_fsdp_wrapped_module.` (peft then kept no key: an empty adapter on an H100); save_adapter(state_dict=)
+    writes the same files as peft's own save of the unwrapped model."""
+    from safetensors.torch import load_file
+
+    torch.manual_seed(0)
+    model, _ = load_model(TINY, for_training=True)
+    _randomize_lora_b(model)
+    save_adapter(model, tmp_path / "reference")
+    gathered = {k: v.clone() for k, v in model.state_dict().items()}  # base weights too, as FSDP gathers them
+    layers = model.base_model.model.model.layers
+    for i in range(len(layers)):
+        layers[i] = _WrappedLayer(layers[i])
+    assert any("_fsdp_wrapped_module" in n for n, _ in model.named_modules())
+    save_adapter(model, tmp_path / "gathered", state_dict=gathered)
+    ref = load_file(str(tmp_path / "reference" / "adapter_model.safetensors"))
+    got = load_file(str(tmp_path / "gathered" / "adapter_model.safetensors"))
+    assert sorted(got) == sorted(ref) and len(ref) == sum("lora_" in k for k in gathered)
+    for k in ref:
+        assert torch.equal(got[k], ref[k]), k
+    assert json.loads((tmp_path / "gathered" / "adapter_config.json").read_text()) == \
+        json.loads((tmp_path / "reference" / "adapter_config.json").read_text())
+    with pytest.raises(DreamGymError, match="no LoRA weights of adapter 'default'"):
+        save_adapter(model, tmp_path / "empty", state_dict={k: v for k, v in gathered.items() if "lora_" not in k})

@@ -159,15 +159,44 @@ def apply_lora(model: Any, cfg: ModelConfig | LoraSettings) -> Any:
 def save_adapter(model: Any, directory: str | Path, state_dict: dict | None = None) -> Path:
     """Write the LoRA adapter in peft's format (adapter_config.json + adapter_model.safetensors),
     replacing `directory` whole: built in a temp folder, then renamed into place. `state_dict` (keys as in
-    `model.state_dict()`): the weights to write instead of the live ones (gathered from FSDP shards)."""
+    `model.state_dict()`, adapter name included): the weights to write instead of the live ones (gathered
+    from FSDP shards). Those are written here, not by peft's `save_pretrained`: peft picks an adapter's keys
+    by the names of the model's LoRA modules, and under FSDP those names carry `_fsdp_wrapped_module.`
+    while a gathered state dict's keys do not, so peft would keep none of them (an empty adapter file,
+    measured on an H100). Written this way, the files equal what `save_pretrained` writes for the same
+    weights (tests/test_models.py)."""
     from peft import PeftModel
 
     if not isinstance(model, PeftModel):
         raise TypeError(f"save_adapter expects a peft PeftModel, got {type(model).__name__}")
     directory = Path(directory)
     with atomic_dir(directory, replace_existing=True) as tmp:
-        model.save_pretrained(tmp, **({"state_dict": state_dict} if state_dict is not None else {}))
+        if state_dict is None:
+            model.save_pretrained(tmp)
+        else:
+            _write_adapter(model, Path(tmp), state_dict)
     return directory
+
+
+def _write_adapter(model: Any, out: Path, state_dict: Mapping[str, Any], adapter: str = "default") -> None:
+    """peft's adapter files for `state_dict`'s LoRA entries of `adapter`: keys without the adapter name,
+    contiguous CPU tensors as safetensors, and the adapter's config as `save_pretrained` stores it."""
+    import copy
+
+    from peft.tuners.tuners_utils import _remove_adapter_name_from_state_dict_key
+    from safetensors.torch import save_file
+
+    weights = {_remove_adapter_name_from_state_dict_key(k, adapter): v.detach().cpu().contiguous()
+               for k, v in state_dict.items() if "lora_" in k and f".{adapter}" in k}
+    if not weights:
+        raise DreamGymError(f"save_adapter: the given state dict holds no LoRA weights of adapter '{adapter}' "
+                            f"(keys like {sorted(state_dict)[:2]})")
+    save_file(weights, str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
+    config = copy.deepcopy(model.peft_config[adapter])
+    if config.base_model_name_or_path is None:
+        config.base_model_name_or_path = model.base_model.model.__dict__.get("name_or_path", None) or None
+    config.inference_mode = True
+    config.save_pretrained(str(out))
 
 
 def load_adapter(cfg: ModelConfig, adapter_dir: str | Path, for_training: bool = False) -> tuple[Any, Any]:
