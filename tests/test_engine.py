@@ -179,16 +179,23 @@ def test_static_shape_decode_of_the_cuda_graph_path_matches_hf(tiny):
 
 
 def test_compiled_static_shape_decode_matches_hf(tiny):
-    """`compile_decode`: the padded step through torch.compile (Inductor's fused CPU kernels here; on GPU the
-    compiled step is what the CUDA graph captures) gives HF's greedy tokens and log-probs, across the batch
-    widths continuous batching goes through."""
+    """`compile_decode`: the padded step's layers through torch.compile (Inductor's fused CPU kernels here; on
+    GPU the compiled step is what the CUDA graph captures) give HF's greedy tokens and log-probs, across the
+    batch widths continuous batching goes through. Regional: one graph per layer half serves every layer (no
+    recompile per layer), and the KV cache writes are not in compiled code."""
+    from torch._dynamo.utils import counters
+
     model, tok = tiny
     eng = engine_for(model, tok)
     eng.padded_decode = eng.compile_decode = True
     try:
+        graphs_before = counters["stats"]["unique_graphs"]
         hf, en = _both(model, tok, _prompts(tok, 5, seed=14), max_new_tokens=8, batch_size=4)
         _assert_same(hf, en)
         assert eng.stats["graph_picks"] > 0
+        # layer_qkv and layer_out: a static graph each, then one dynamic-width recompile each (widths 4, 2, 1)
+        assert counters["stats"]["unique_graphs"] - graphs_before <= 4
+        assert model.config.num_hidden_layers == 2 and eng.compiled_layers() is eng.compiled_layers()
     finally:
         eng.padded_decode = eng.compile_decode = False
         release_keys(model)
@@ -213,6 +220,21 @@ def test_cuda_engine_matches_hf(graphs, compiled):
     hf2 = generate_samples(model, tok, turn2, GenerationSettings(backend="hf", max_new_tokens=6))
     en2 = generate_samples(model, tok, turn2, GenerationSettings(backend="engine", max_new_tokens=6), keys=keys)
     _assert_same(hf2, en2)
+
+
+def test_matmul_attention_equals_sdpa_grouped_attention():
+    """The CUDA decode attention (`matmul_attention`) computes what SDPA does, for grouped-query heads and
+    ragged masks (checked here in float32 on CPU, where `grouped_attention` itself runs SDPA)."""
+    from dreamgym.models.decoder import grouped_attention, matmul_attention
+
+    g = torch.Generator().manual_seed(0)
+    for b, H, n_kv, T, L in [(4, 6, 2, 1, 37), (3, 4, 4, 1, 16), (2, 6, 3, 3, 20)]:
+        q, k, v = (torch.randn(*shape, generator=g) for shape in ((b, H, T, 8), (b, n_kv, L, 8), (b, n_kv, L, 8)))
+        last = torch.randint(T - 1, L, (b,), generator=g)  # each row sees positions <= its last (>= 0)
+        mask = torch.arange(L)[None, None, :] <= (last[:, None, None] - torch.arange(T)[None, :, None].flip(1))
+        mask = mask[:, None]  # (b, 1, T, L)
+        torch.testing.assert_close(matmul_attention(q, k, v, mask), grouped_attention(q, k, v, mask),
+                                   rtol=1e-6, atol=1e-6)
 
 
 def test_grouped_query_attention_matches_hf():
