@@ -164,13 +164,19 @@ def run(model_name: str = "tiny-random", device: str = "cpu", examples: int = 24
     dm = build_data(cfg, tokenizer, collect_records(episodes), examples, seed=cfg.seed)
     opt = torch.optim.AdamW([p for p in plain_model.parameters() if p.requires_grad], lr=cfg.sft.lr)
     weights_dtype = next(plain_model.parameters()).dtype
-    autocast = torch.bfloat16 if dev.type == "cuda" and weights_dtype != torch.float32 else None
+    from dreamgym.pipelines.fit_world_model import resolve_precision
+
+    # the baseline autocasts as Lightning's precision for ours does (a QLoRA base keeps its non-quantized
+    # weights in float32, so the weights' dtype does not tell: the first H100 run left the baseline without it)
+    precision = resolve_precision(cfg.sft.precision, dev)
+    autocast = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
     lengths = [len(e.input_ids) for e in dm.train]
     n_params = sum(p.numel() for p in plain_model.parameters()) / 1e6
     where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else \
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s)"
     print_fn(f"# sft benchmark: {model_name} ({n_params:.0f}M params, {weights_dtype}, LoRA r={cfg.model.lora.r}), "
-             f"{where}; {len(dm.train)} examples ({min(lengths)}-{max(lengths)} tokens, mean "
+             f"{where}; precision {precision} (both paths); {len(dm.train)} examples "
+             f"({min(lengths)}-{max(lengths)} tokens, mean "
              f"{sum(lengths) / len(lengths):.0f}), batch {batch_size}, {rounds} round(s) of one epoch each")
     print_fn(f"{'round':>5} {'path':>6} {'steps':>5} {'useful tok':>10} {'padding':>8} {'step s':>8} "
              f"{'tok/s':>8} {'wall tok/s':>10}")

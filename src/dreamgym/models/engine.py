@@ -378,7 +378,8 @@ class KVEngine:
             self._compiled_layers = (torch.compile(layer_qkv), torch.compile(layer_out))
         return self._compiled_layers
 
-    def _step_eager(self, ids: torch.Tensor, pos: torch.Tensor, a: int, Lk: int, compiled: bool = False) -> torch.Tensor:
+    def _step_eager(self, ids: torch.Tensor, pos: torch.Tensor, a: int, Lk: int,
+                    compiled: bool = False) -> torch.Tensor:
         device = self.K.device
         rows = torch.arange(a, device=device)
         mask = (torch.arange(Lk, device=device)[None, :] <= pos[:, None])[:, None, None, :]  # (a, 1, 1, Lk)
