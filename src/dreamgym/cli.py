@@ -7,7 +7,9 @@ User errors (bad config key, missing file, dead server) print one clear line and
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -378,12 +380,23 @@ def sweep(
     print(s["run_dir"])
 
 
+def exit_on_sigterm() -> None:
+    """SIGTERM (`timeout`, a job scheduler, `kill`) stops a command at once with exit code 143, as an unhandled
+    SIGTERM does, but as SystemExit, so `finally` blocks and atomic writes complete. Lightning installs its own
+    handler during every fit and calls this one after it: without this one, the stop waits for the end of the
+    current batch (one whole RL iteration: 22 minutes in the CPU study) and then exits with code 0, as if the run
+    had finished. A run stopped this way resumes from its last checkpoint (`--resume`), as after SIGKILL."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def main() -> None:
-    """Console-script entry point: user errors become one red line and exit code 2."""
+    """Console-script entry point: user errors become one red line and exit code 2; SIGTERM exits 143 now."""
     from rich.markup import escape
 
     from dreamgym.errors import USER_ERRORS
 
+    exit_on_sigterm()
     try:
         app()
     except USER_ERRORS as e:
