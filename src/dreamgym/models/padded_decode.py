@@ -12,8 +12,8 @@ which is how CPU tests check the captured computation.
 capture (`KVEngine.compiled_layers`: the norm/projection/rotary and output/MLP halves of a layer, compiled once
 for all layers; cache writes and attention stay eager). Measured on an H100 (1.5B-shaped model, B = 16): the
 eager step replays 1,431 kernels (~51 per layer: two RMSNorms of ~7 ops, rotary ~10, 7 projections, cache
-writes, attention, residuals), busy ~5.7 ms, where streaming the weights needs ~1 ms; Inductor fuses the
-elementwise ops around the matmuls. The first call compiles (tens of seconds).
+writes, attention, residuals), the GPU busy up to ~6 ms per step where streaming the weights needs ~1 ms;
+Inductor fuses the elementwise ops around the matmuls. The first call compiles (tens of seconds).
 """
 
 from __future__ import annotations
