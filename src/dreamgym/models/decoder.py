@@ -99,13 +99,9 @@ def grouped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: t
     grid has one block per (row, KV head) for the few folded queries, so most SMs idle. On CPU SDPA is the
     faster one (220 against 268 us at b = 1, 5.2 against 7.5 ms at b = 16, SmolLM2 shapes), so it stays."""
     b, H, T, D = q.shape
-    n_kv, L = k.shape[1], k.shape[2]
-    G = H // n_kv
     if q.is_cuda and T == 1:
         return matmul_attention(q, k, v, mask)
-    if G > 1:  # query head h = j * G + g attends with KV head j (HF's repeat_kv order)
-        q = q.reshape(b, n_kv, G * T, D)
-        mask = mask[:, :, None].expand(b, 1, G, T, L).reshape(b, 1, G * T, L)
+    q, mask = _fold_query_groups(q, mask, k.shape[1])
     if q.is_cuda:  # cuDNN attention failed inside CUDA-graph capture (CUDNN_STATUS_INTERNAL_ERROR, torch 2.11)
         with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]):
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
@@ -118,10 +114,17 @@ def matmul_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
     """`grouped_attention` written as two batched matmuls around a float32 softmax (grouped-query heads folded
     the same way, K/V never expanded); every query row must see at least one position. For few queries."""
     b, H, T, D = q.shape
-    n_kv, L = k.shape[1], k.shape[2]
-    G = H // n_kv
-    q = q.reshape(b, n_kv, G * T, D)
-    mask = mask[:, :, None].expand(b, 1, G, T, L).reshape(b, 1, G * T, L)
+    q, mask = _fold_query_groups(q, mask, k.shape[1])
     scores = torch.matmul(q, k.transpose(-1, -2)).float() * (D ** -0.5)
     probs = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1).to(v.dtype)
     return torch.matmul(probs, v).reshape(b, H, T, D)
+
+
+def _fold_query_groups(q: torch.Tensor, mask: torch.Tensor, n_kv: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """q (b, H, T, D) as (b, Hkv, G*T, D) and the mask (b, 1, T, L) as (b, 1, G*T, L): query head h = j * G + g
+    attends with KV head j (HF's repeat_kv order)."""
+    b, H, T, D = q.shape
+    G, L = H // n_kv, mask.shape[-1]
+    if G == 1:
+        return q, mask
+    return q.reshape(b, n_kv, G * T, D), mask[:, :, None].expand(b, 1, G, T, L).reshape(b, 1, G * T, L)

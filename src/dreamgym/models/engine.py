@@ -38,7 +38,8 @@ import torch
 from dreamgym.models.kv_slots import KVSlots, common_prefix
 from dreamgym.models.padded_decode import PaddedDecoder
 from dreamgym.models.sampling import pick_tokens
-from dreamgym.models.decoder import SUPPORTED_MODEL_TYPES, core_model, decoder_forward, grouped_attention, supports
+from dreamgym.models.decoder import (SUPPORTED_MODEL_TYPES, core_model, decoder_forward, grouped_attention, layer_out,
+                                     layer_qkv, supports)
 
 __all__ = ["KVEngine", "engine_for", "engine_supports"]
 
@@ -373,8 +374,6 @@ class KVEngine:
         H100 (B = 16), compiling the whole step turned each write into copies of the whole cache (7 kernels of
         ~0.57 ms per step): its decode alone took 0.88 s for 69 steps, the whole uncompiled rollout 0.72 s."""
         if self._compiled_layers is None:
-            from dreamgym.models.decoder import layer_out, layer_qkv
-
             self._compiled_layers = (torch.compile(layer_qkv), torch.compile(layer_out))
         return self._compiled_layers
 

@@ -164,7 +164,7 @@ def save_adapter(model: Any, directory: str | Path, state_dict: dict | None = No
     by the names of the model's LoRA modules, and under FSDP those names carry `_fsdp_wrapped_module.`
     while a gathered state dict's keys do not, so peft would keep none of them (an empty adapter file,
     measured on an H100). Written this way, the files equal what `save_pretrained` writes for the same
-    weights (tests/test_models.py)."""
+    weights (tests/test_model_loading.py)."""
     from peft import PeftModel
 
     if not isinstance(model, PeftModel):
