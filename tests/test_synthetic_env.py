@@ -98,3 +98,24 @@ def test_answer_budget_warning_reads_the_fit_world_model_summary(tmp_path):
     (run / "summary.json").write_text("{broken")
     assert answer_budget_warning(160, run) is None                           # unreadable: no warning, no crash
     assert answer_budget_warning(160, tmp_path / "missing") is None
+
+
+def test_prompt_mismatch_warning_names_each_key_that_differs_from_the_fit(tmp_path):
+    from dreamgym.config import ExperiencePromptConfig, FitWorldModelConfig, to_yaml
+    from dreamgym.experience.synthetic_env import prompt_mismatch_warning
+
+    run = tmp_path / "wm"
+    (run / "checkpoints" / "adapter").mkdir(parents=True)
+    fitted = FitWorldModelConfig(prompt=ExperiencePromptConfig(reasoning=True, demos_k=2))
+    (run / "config.yaml").write_text(to_yaml(fitted))
+    same = ExperiencePromptConfig(reasoning=True, demos_k=2)
+    for where in (run, run / "checkpoints" / "adapter"):
+        assert prompt_mismatch_warning(same, where) is None
+    msg = prompt_mismatch_warning(ExperiencePromptConfig(reasoning=False, demos_k=3), run)
+    assert msg is not None and "synthetic.prompt.reasoning=False (fitted with True)" in msg
+    assert "synthetic.prompt.demos_k=3 (fitted with 2)" in msg and "history_turns" not in msg
+    ablation = prompt_mismatch_warning(ExperiencePromptConfig(reasoning=False, demos_k=2), run, ablation=True)
+    assert ablation is None                                                  # reasoning off on purpose
+    (run / "config.yaml").write_text("prompt: [broken")
+    assert prompt_mismatch_warning(same, run) is None                        # unreadable: no warning, no crash
+    assert prompt_mismatch_warning(same, tmp_path / "missing") is None

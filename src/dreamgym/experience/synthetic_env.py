@@ -25,7 +25,8 @@ from dreamgym.experience.predictor import ExperiencePredictor, Query
 from dreamgym.models.generation import GenerationSettings
 from dreamgym.types import Step, StepResult, Task, Trajectory
 
-__all__ = ["SyntheticVectorEnv", "SyntheticEnv", "ACTION_PARSERS", "build_predictor", "answer_budget_warning"]
+__all__ = ["SyntheticVectorEnv", "SyntheticEnv", "ACTION_PARSERS", "build_predictor", "answer_budget_warning",
+           "prompt_mismatch_warning"]
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +193,8 @@ def build_predictor(cfg: SyntheticEnvConfig, world_model: str | None = None, buf
     if world_model is not None:
         if warning := answer_budget_warning(cfg.max_new_tokens, world_model):
             log.warning(warning)
+        if warning := prompt_mismatch_warning(cfg.prompt, world_model, ablation=reasoning is not None):
+            log.warning(warning)
         model, tokenizer = load_adapter(cfg.model, world_model, for_training=False)
     else:
         model, tokenizer = load_model(cfg.model, for_training=False)
@@ -203,24 +206,53 @@ def build_predictor(cfg: SyntheticEnvConfig, world_model: str | None = None, buf
                                seed=cfg.seed if cfg.do_sample else None, bounded=cfg.bounded_decoding)
 
 
+def _fit_run_file(world_model: str | Path, name: str) -> Path | None:
+    """`name` in the fit-world-model run that `world_model` is (or whose checkpoints/adapter it is); None
+    when there is no such file."""
+    p = Path(world_model)
+    for run in (p, p.parent, p.parent.parent):
+        if (run / name).is_file():
+            return run / name
+    return None
+
+
+def prompt_mismatch_warning(prompt: object, world_model: str | Path, ablation: bool = False) -> str | None:
+    """A warning naming every `synthetic.prompt.*` key that differs from the prompt the experience model was
+    fitted with (`prompt:` in the fit run's config.yaml): e.g. a model trained to reason first, queried
+    without reasoning, answers in a format it never saw. `ablation=True` (reasoning switched on purpose, as
+    eval-world-model's ablations do) leaves `reasoning` out. None when all agree or no config is found."""
+    import yaml
+
+    path = _fit_run_file(world_model, "config.yaml")
+    try:
+        trained = (yaml.safe_load(path.read_text()) or {}).get("prompt") if path else None
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    if not isinstance(trained, dict):
+        return None
+    diff = [f"synthetic.prompt.{k}={getattr(prompt, k)!r} (fitted with {v!r})" for k, v in trained.items()
+            if hasattr(prompt, k) and getattr(prompt, k) != v and not (ablation and k == "reasoning")]
+    if not diff:
+        return None
+    return (f"the synthetic env's prompt differs from the one the experience model was fitted with ({path}): "
+            f"{', '.join(diff)}; the model then answers prompts it never saw: set these keys to the fitted values")
+
+
 def answer_budget_warning(max_new_tokens: int, world_model: str | Path) -> str | None:
     """A warning when `max_new_tokens` is below the p90 answer length the experience model was trained on
     (`answer_tokens_p90` in the fit-world-model summary.json of the run `world_model` is, or whose
     checkpoints/adapter it is); None when it covers it or no such summary exists. Bounded decoding still
     completes the cut answers, but their next states lose their ends (a page's last actions)."""
-    p = Path(world_model)
-    for run in (p, p.parent, p.parent.parent):
-        summary = run / "summary.json"
-        if not summary.is_file():
-            continue
-        try:
-            s = json.loads(summary.read_text())
-        except (OSError, ValueError):
-            return None
-        p90 = s.get("answer_tokens_p90") if s.get("command") == "fit-world-model" else None
-        if isinstance(p90, int) and max_new_tokens < p90:
-            return (f"synthetic.max_new_tokens={max_new_tokens} is below the experience model's p90 answer length "
-                    f"({p90} tokens; max {s.get('answer_tokens_max')}, {summary}): most answers will be cut and "
-                    f"completed by bounded decoding with shortened next states; set synthetic.max_new_tokens >= {p90}")
+    summary = _fit_run_file(world_model, "summary.json")
+    if summary is None:
         return None
+    try:
+        s = json.loads(summary.read_text())
+    except (OSError, ValueError):
+        return None
+    p90 = s.get("answer_tokens_p90") if s.get("command") == "fit-world-model" else None
+    if isinstance(p90, int) and max_new_tokens < p90:
+        return (f"synthetic.max_new_tokens={max_new_tokens} is below the experience model's p90 answer length "
+                f"({p90} tokens; max {s.get('answer_tokens_max')}, {summary}): most answers will be cut and "
+                f"completed by bounded decoding with shortened next states; set synthetic.max_new_tokens >= {p90}")
     return None
