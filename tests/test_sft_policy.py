@@ -125,6 +125,54 @@ def test_sft_policy_killed_in_its_second_epoch_resumes_from_the_first(tmp_path, 
     assert json.loads((run / "summary.json").read_text())["global_step"] == 9
 
 
+def test_sft_policy_stopped_mid_epoch_resumes_at_its_step_checkpoint_in_the_same_batch_order(
+        tmp_path, offline_data, monkeypatch):
+    """A run stopped mid-epoch (a chunk's `timeout`; here an exception at a batch start) resumes from the last
+    `train.checkpoint_every_n_steps` checkpoint, not from scratch, and trains the rest of that epoch's batches in
+    the order an uninterrupted run trains them (the loader's position rides in the checkpoint)."""
+    import lightning as L
+
+    from dreamgym.pipelines import offline_policy
+
+    class Record(L.Callback):
+        def __init__(self, seen, die_at=None):
+            self.seen, self.die_at = seen, die_at
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            if trainer.global_step == self.die_at:
+                raise RuntimeError("killed")
+            self.seen.append((trainer.global_step, [int(v) for v in batch["input_ids"].sum(dim=1)]))
+
+    build = offline_policy.build_offline_policy
+
+    def patched(seen, die_at=None):
+        def build_and_record(*args, **kwargs):
+            module, datamodule, trainer = build(*args, **kwargs)
+            trainer.callbacks.append(Record(seen, die_at))
+            return module, datamodule, trainer
+        return build_and_record
+
+    common = ["-c", str(CFG_ABS), "--data", str(offline_data), "train.max_epochs=2", "train.checkpoint_every_n_steps=2"]
+    reference: list = []
+    monkeypatch.setattr(offline_policy, "build_offline_policy", patched(reference))
+    res = CliRunner().invoke(app, ["sft-policy", "--run-dir", str(tmp_path / "ref")] + common)
+    assert res.exit_code == 0, res.output
+    assert [s for s, _ in reference] == [0, 1, 2, 3, 4, 5]  # 6 train examples / batch 2: 3 steps per epoch
+
+    run, first, second = tmp_path / "run", [], []
+    monkeypatch.setattr(offline_policy, "build_offline_policy", patched(first, die_at=5))
+    res = CliRunner().invoke(app, ["sft-policy", "--run-dir", str(run)] + common)
+    assert res.exit_code != 0 and "killed" in str(res.exception)
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")
+    assert saved["global_step"] == 4 and saved["epoch"] == 1  # the step-4 save, one batch into epoch 2
+    monkeypatch.setattr(offline_policy, "build_offline_policy", patched(second))
+    res = CliRunner().invoke(app, ["sft-policy", "--run-dir", str(run), "--resume"] + common)
+    assert res.exit_code == 0, res.output
+    assert json.loads((run / "summary.json").read_text())["global_step"] == 6
+    assert first[:4] + second == reference[:4] + reference[4:]  # steps 4 and 5 redone as the reference did them
+    assert [s for s, _ in second] == [4, 5]
+
+
 def test_sft_alias_falls_back_to_the_newest_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for stamp in ("20250101-000000", "20250102-000000"):

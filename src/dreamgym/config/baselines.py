@@ -37,6 +37,9 @@ class OfflineTrainSettings:
     """keep only successful trajectories as demonstrations (SFT) and as sources of chosen actions (DPO)"""
     bucket_megabatch: int = 8
     """length bucketing: shuffle, cut into megabatches of this many batches, sort each by length (1 = off)"""
+    checkpoint_every_n_steps: int = 20
+    """also write checkpoints/last.ckpt every this many optimizer steps (0 = only at epoch ends), so a run
+    stopped mid-epoch (a chunk's `timeout`) resumes there; the epoch's batch order continues where it stopped"""
     progress: bool = True
     """show the rich progress bar"""
 
@@ -44,6 +47,9 @@ class OfflineTrainSettings:
         if not self.lr > 0 or self.batch_size < 1 or self.max_epochs < 1:
             raise ConfigError(f"keys 'train.lr'/'train.batch_size'/'train.max_epochs': got {self.lr}, "
                               f"{self.batch_size}, {self.max_epochs}; expected lr > 0 and positive integers")
+        if self.checkpoint_every_n_steps < 0:
+            raise ConfigError(f"key 'train.checkpoint_every_n_steps': got {self.checkpoint_every_n_steps}, "
+                              "expected an int >= 0 (0 = only at epoch ends)")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"key 'train.val_fraction': got {self.val_fraction}, expected a share in [0, 1)")
 

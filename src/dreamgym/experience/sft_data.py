@@ -44,7 +44,8 @@ from dreamgym.types import Transition, TrajectoryFileError, read_trajectories
 __all__ = [
     "PART_NONE", "PART_REASONING", "PART_STATE", "PART_OUTCOME",
     "SFTExample", "answer_token_stats", "load_records", "trajectory_records", "tokenize_record", "end_of_turn_ids",
-    "split_by_trajectory", "bucket_batches", "padding_tokens", "BucketBatchSampler", "collate",
+    "split_by_trajectory", "bucket_batches", "padding_tokens", "BucketBatchSampler", "ResumableLoader",
+    "batches_done", "collate",
     "SFTDataModule",
 ]
 
@@ -299,7 +300,7 @@ class SFTDataModule(L.LightningDataModule):
                                      self.sft.bucket_megabatch, self.seed, shuffle=True, epoch_fn=epoch_fn,
                                      rank=trainer.global_rank if trainer else 0,
                                      world_size=trainer.world_size if trainer else 1)
-        return _ResumableLoader(self.train, batch_sampler=sampler, collate_fn=self._collate, num_workers=0,
+        return ResumableLoader(self.train, batch_sampler=sampler, collate_fn=self._collate, num_workers=0,
                                 batches_done=self._batches_done)
 
     def val_dataloader(self) -> DataLoader:
@@ -339,13 +340,10 @@ class SFTDataModule(L.LightningDataModule):
         return collate(examples, int(self.tokenizer.pad_token_id))
 
     def _batches_done(self) -> int:
-        """Training batches of the current epoch the trainer has processed (0 outside a fit)."""
-        if self.trainer is None:
-            return 0
-        return int(self.trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+        return batches_done(self.trainer)
 
 
-class _ResumableLoader(DataLoader):
+class ResumableLoader(DataLoader):
     """The train loader, stateful for Lightning: its (epoch, batches trained in it) ride in checkpoints,
     so a mid-epoch resume continues that epoch's batch order instead of replaying its start."""
 
@@ -358,6 +356,13 @@ class _ResumableLoader(DataLoader):
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.batch_sampler.resume(int(state["epoch"]), int(state["batches_done"]))
+
+
+def batches_done(trainer: Any) -> int:
+    """Training batches of the current epoch `trainer` has processed (0 outside a fit)."""
+    if trainer is None:
+        return 0
+    return int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
 
 
 # -- internals ---------------------------------------------------------------------------------

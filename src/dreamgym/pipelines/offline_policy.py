@@ -76,7 +76,8 @@ def build_offline_policy(cfg: SFTPolicyConfig, run: RunDir, data: Sequence[str |
     t = cfg.train
     logger = TensorBoardLogger(save_dir=str(run.path), name="tb", version="", default_hp_metric=False)
     # Lightning writes last.ckpt only beside a top-k save: save_top_k=0 would never write it (keep 1, unmonitored)
-    callbacks: list = [ModelCheckpoint(dirpath=str(run.checkpoints_dir), save_last=True, save_top_k=1)]
+    callbacks: list = [ModelCheckpoint(dirpath=str(run.checkpoints_dir), save_last=True, save_top_k=1),
+                       StepCheckpoint(run.checkpoints_dir / "last.ckpt", t.checkpoint_every_n_steps)]
     if t.progress:
         callbacks.append(RichProgressBar())
     device = next(model.parameters()).device
@@ -86,6 +87,21 @@ def build_offline_policy(cfg: SFTPolicyConfig, run: RunDir, data: Sequence[str |
                         num_sanity_val_steps=0, log_every_n_steps=1, limit_val_batches=1.0 if datamodule.val else 0,
                         default_root_dir=str(run.path))
     return module, datamodule, trainer
+
+
+class StepCheckpoint(L.Callback):
+    """Writes `path` (last.ckpt) every `every` optimizer steps (0 = never), so a run stopped mid-epoch (a
+    resumable chunk's `timeout`, a kill) resumes from at most `every` steps back; ModelCheckpoint adds the
+    epoch-end saves. With max_steps below one epoch there would otherwise be no checkpoint before the end."""
+
+    def __init__(self, path: Path, every: int):
+        self.path, self.every, self.saved_at = Path(path), int(every), -1
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if self.every > 0 and step > 0 and step % self.every == 0 and step != self.saved_at:
+            trainer.save_checkpoint(self.path)
+            self.saved_at = step
 
 
 # -- internals ---------------------------------------------------------------------------------
@@ -193,14 +209,14 @@ class _OfflineData(L.LightningDataModule):
             raise DreamGymError("key 'train.val_fraction': every example landed in validation; lower it")
 
     def train_dataloader(self):
-        from torch.utils.data import DataLoader
-
-        from dreamgym.experience.sft_data import BucketBatchSampler
+        from dreamgym.experience.sft_data import BucketBatchSampler, ResumableLoader, batches_done
 
         t = self.cfg.train
         sampler = BucketBatchSampler(self._lengths, t.batch_size, t.bucket_megabatch, self.cfg.seed,
                                      epoch_fn=lambda: self.trainer.current_epoch if self.trainer is not None else 0)
-        return DataLoader(self.train, batch_sampler=sampler, collate_fn=self._collate, num_workers=0)
+        # stateful: a resume from a mid-epoch step checkpoint continues that epoch's batch order
+        return ResumableLoader(self.train, batch_sampler=sampler, collate_fn=self._collate, num_workers=0,
+                               batches_done=lambda: batches_done(self.trainer))
 
     def val_dataloader(self):
         from torch.utils.data import DataLoader
