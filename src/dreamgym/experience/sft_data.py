@@ -301,7 +301,7 @@ class SFTDataModule(L.LightningDataModule):
                                      rank=trainer.global_rank if trainer else 0,
                                      world_size=trainer.world_size if trainer else 1)
         return ResumableLoader(self.train, batch_sampler=sampler, collate_fn=self._collate, num_workers=0,
-                                batches_done=self._batches_done)
+                               batches_done=self._batches_done)
 
     def val_dataloader(self) -> DataLoader:
         # the same bucketed, seeded order at every check (epoch pinned at 0): `limit_val_batches` then
