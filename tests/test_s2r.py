@@ -3,14 +3,17 @@ real-transition budget (exactly, even mid-iteration), real transitions grow the 
 cost ledger per phase and real success before/after with Wilson intervals; an interrupted run resumes
 without redoing finished work; any registered env works; train-policy's own budget cap."""
 
+import gc
 import json
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from dreamgym.cli import app
 from dreamgym.config import S2RConfig, TrainPolicyConfig, load_config
 from dreamgym.data.budget import BUDGET_FLAG
+from dreamgym.pipelines import evaluate as evaluate_module
 from dreamgym.pipelines import train_policy as train_policy_module
 from dreamgym.pipelines.s2r import s2r
 from dreamgym.pipelines.train_policy import train_policy
@@ -23,8 +26,26 @@ def _summary(path):
     return json.loads((path / "summary.json").read_text())
 
 
-def test_s2r_cli_budget_buffer_and_ledger(tmp_path, tiny_world_model):
+def _models_in_memory() -> int:
+    """Causal LMs the process still holds, reachable or not (uncollected garbage cycles count)."""
+    return sum(isinstance(o, torch.nn.Module) and type(o).__name__.endswith("ForCausalLM") for o in gc.get_objects())
+
+
+@pytest.fixture
+def no_automatic_gc():
+    """Full collections only where the code asks for one: what a phase leaves behind stays visible."""
+    gc.collect()
+    gc.disable()
+    yield
+    gc.enable()
+
+
+def test_s2r_cli_budget_buffer_and_ledger(tmp_path, tiny_world_model, monkeypatch, no_automatic_gc):
     run = tmp_path / "s2r"
+    held = []  # models in memory as each evaluation starts: the earlier phases' must be gone (session 9's OOM)
+    evaluate_policy = evaluate_module.evaluate_policy
+    monkeypatch.setattr(evaluate_module, "evaluate_policy", lambda *a, **k: (held.append(_models_in_memory()),
+                                                                             evaluate_policy(*a, **k))[1])
     res = CliRunner().invoke(app, ["s2r", "-c", DEBUG, "--real-env", "webshop", "--world-model",
                                    str(tiny_world_model / "adapter"), "--buffer", str(tiny_world_model / "buffer"),
                                    "--run-dir", str(run), "s2r.real_budget=5", "s2r.eval_episodes=2"])
@@ -50,6 +71,7 @@ def test_s2r_cli_budget_buffer_and_ledger(tmp_path, tiny_world_model):
     after = ReplayBuffer.load(run / "phase2_real" / "checkpoints" / "buffer").counts()
     assert after["real"] > before and after["synthetic"] > 0  # phase 2's real steps joined phase 1's buffer copy
     assert (run / "config.yaml").is_file() and list((run / "tb").glob("events.out.tfevents.*"))
+    assert held == [0, 0, 0] and s["peak_rss_mb"] > 0
 
 
 def test_s2r_resumes_after_an_interrupted_phase_2(tmp_path, tiny_world_model, monkeypatch):

@@ -30,6 +30,7 @@ from dreamgym.config import (AnnotateConfig, BufferBuildConfig, CollectConfig, E
                              S2RConfig, SFTPolicyConfig, load_config)
 from dreamgym.config.quickstart import QuickstartConfig
 from dreamgym.errors import DreamGymError
+from dreamgym.memory import peak_rss_mb, release_memory
 from dreamgym.runs import RunDir
 
 __all__ = ["quickstart", "resolve_preset", "STEPS"]
@@ -68,6 +69,7 @@ def quickstart(cfg: QuickstartConfig, run_dir: str | Path | None = None, resume:
             shutil.rmtree(path)  # a half-written short step: redo it
         with run.phase(name):
             done[name] = fn(path, again)
+        release_memory()  # a step's models are garbage cycles until a full collection: free them before the next
         return done[name]
 
     _run_steps(cfg, step, progress)
@@ -82,6 +84,7 @@ def quickstart(cfg: QuickstartConfig, run_dir: str | Path | None = None, resume:
         rows=rows, results=_results(rows, done), **{f"success_rate_{k}": r["success_rate"] for k, r in rows.items()},
         **{f"success_rate_{k}_ci95": r["success_rate_ci95"] for k, r in rows.items()},
         steps={k: str(steps / k) for k in done}, report=str(run.path / "report.md"),
+        peak_rss_mb=round(peak_rss_mb()),
         **{k: (int(v) if k != "gpu_hours" else round(v, 4)) for k, v in ledger.items()})
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from dreamgym.config import EvaluateConfig, S2RConfig, load_config, to_yaml
 from dreamgym.errors import DreamGymError
+from dreamgym.memory import peak_rss_mb, release_memory
 from dreamgym.runs import RunDir, atomic_write_text
 
 __all__ = ["s2r", "PHASES"]
@@ -84,7 +85,7 @@ def s2r(cfg: S2RConfig, world_model: str | None, buffer: str | None = None, poli
         real_budget_fraction=None if cfg.s2r.real_budget is not None else cfg.s2r.real_budget_fraction,
         **{k: _total(phases, k) for k in _LEDGER}, eval_real_transitions=sum(r["transitions"] for r in evals.values() if r),
         eval_split=cfg.s2r.eval_split, eval_episodes=cfg.s2r.eval_episodes, **rates, evaluations=evals, phases=phases,
-        wall_clock_s=wall)
+        wall_clock_s=wall, peak_rss_mb=round(peak_rss_mb()))
     _log_tensorboard(run, evals, phases)
     return run.write_summary(**summary)
 
@@ -123,6 +124,7 @@ class _State:
         ecfg = EvaluateConfig(env=cfg.env, model=cfg.model, rollout=cfg.rollout, split=cfg.s2r.eval_split,
                               episodes=len(tasks), references=False, seed=cfg.seed)
         self.evals[key] = {**row(evaluate_policy(ecfg, env, tasks, policy)), "policy": policy}
+        release_memory()  # the evaluated policy and its KV cache (a garbage cycle) before the next phase loads
         self._add_wall(f"eval_{key}", time.perf_counter() - t0)
         return self.evals[key]
 
@@ -136,6 +138,7 @@ class _State:
         t0 = time.perf_counter()
         summary = train_policy(pcfg, run_dir=path, world_model=world_model, buffer=buffer, policy=policy,
                                resume=(path / "config.yaml").is_file(), progress=progress)
+        release_memory()  # the phase's models, engines and trainer are garbage cycles: free them now
         self._add_wall(name, time.perf_counter() - t0)
         return summary
 
