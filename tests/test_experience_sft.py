@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from dreamgym.config import EnvConfig, FitWorldModelConfig, load_config
+from dreamgym.config.loading import ConfigError
 from dreamgym.errors import DreamGymError
 from dreamgym.experience.prompts import build_messages, target_spans
 from dreamgym.experience.sft_data import (
@@ -257,3 +258,25 @@ def test_answer_token_stats_nearest_rank():
     assert answer_token_stats(xs) == {"answer_tokens_p50": 50, "answer_tokens_p90": 90, "answer_tokens_max": 100}
     assert answer_token_stats([10, 20, 30, 40]) == {"answer_tokens_p50": 20, "answer_tokens_p90": 40,
                                                     "answer_tokens_max": 40}
+
+
+def test_failed_terminal_repeats_oversample_failed_outcomes_apart(cfg, records, tokenizer):
+    from dataclasses import replace
+
+    records = [dict(r) for r in records]
+    terminal = [r for r in records if r["done"]]
+    for r in terminal[::2]:  # every other outcome becomes a failed one (reward below 1)
+        r["reward"] = 0.25
+    plain = SFTDataModule(records, tokenizer, cfg.prompt, cfg.sft, seed=0)
+    plain.setup()
+    sft = replace(cfg.sft, terminal_repeats=2, failed_terminal_repeats=5)
+    heavy = SFTDataModule(records, tokenizer, cfg.prompt, sft, seed=0)
+    heavy.setup()
+    train = [r for r in terminal if str(r["trajectory_id"]) not in plain.val_trajectories]
+    failed = sum(float(r["reward"]) < 1.0 for r in train)
+    assert 0 < failed < len(train) and heavy.failed_terminal_train == failed
+    assert len(heavy.train) == len(plain.train) + (len(train) - failed) * 1 + failed * 4
+    s = heavy.summary()
+    assert (s["failed_terminal_train_transitions"], s["failed_terminal_repeats"]) == (failed, 5)
+    with pytest.raises(ConfigError, match="sft.failed_terminal_repeats"):
+        replace(cfg.sft, failed_terminal_repeats=0)

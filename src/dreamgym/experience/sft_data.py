@@ -264,6 +264,8 @@ class SFTDataModule(L.LightningDataModule):
         self.dropped_too_long = 0
         self.terminal_train = 0
         """distinct terminal (done) transitions in the train split (before terminal_repeats)"""
+        self.failed_terminal_train = 0
+        """of those, the ones with reward below 1 (repeated failed_terminal_repeats times)"""
         self.train_trajectories: set[str] = set()
         self.val_trajectories: set[str] = set()
 
@@ -277,7 +279,7 @@ class SFTDataModule(L.LightningDataModule):
             [str(r["trajectory_id"]) for r in self.records], self.sft.val_fraction, self.seed)
         end_ids = end_of_turn_ids(self.tokenizer)
         self.train, self.val = [], []
-        self.terminal_train = 0
+        self.terminal_train = self.failed_terminal_train = 0
         for rec in self.records:
             ex = tokenize_record(rec, self.tokenizer, self.prompt, self.sft, end_ids)
             if ex is None:
@@ -287,10 +289,15 @@ class SFTDataModule(L.LightningDataModule):
                 (self.val if held_out else self.train).append(ex)
                 if rec.get("done") and not held_out:
                     self.terminal_train += 1
-                    self.train.extend([ex] * (self.sft.terminal_repeats - 1))  # oversampled outcome steps
+                    self.failed_terminal_train += float(rec["reward"]) < 1.0
+                    self.train.extend([ex] * (self._repeats(rec) - 1))  # oversampled outcome steps
         if not self.train:
             raise DreamGymError(f"key 'sft.max_seq_len': all {len(self.records)} training examples are longer than "
                                 f"{self.sft.max_seq_len} tokens; raise it or lower the prompt's char limits")
+
+    def _repeats(self, rec: dict) -> int:
+        failed = self.sft.failed_terminal_repeats
+        return failed if failed is not None and float(rec["reward"]) < 1.0 else self.sft.terminal_repeats
 
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer
@@ -329,6 +336,8 @@ class SFTDataModule(L.LightningDataModule):
         return {"train_examples": len(train), "val_examples": len(val), "dropped_too_long": self.dropped_too_long,
                 "train_trajectories": len(self.train_trajectories), "val_trajectories": len(self.val_trajectories),
                 "terminal_train_transitions": self.terminal_train, "terminal_repeats": self.sft.terminal_repeats,
+                "failed_terminal_train_transitions": self.failed_terminal_train,
+                "failed_terminal_repeats": self.sft.failed_terminal_repeats,
                 "real_transitions": sum(e.source == "real" for e in distinct),
                 "examples_with_reasoning": sum(e.target.startswith("<think>") for e in distinct),
                 "planned_padding_share": round(share(padding_tokens(planned, lengths)), 4),
