@@ -23,14 +23,9 @@ def offline_data(tmp_path_factory):
 
 def tb_scalars(run_dir) -> set[str]:
     """Every scalar tag in a run's TensorBoard events."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from dreamgym.metrics import read_scalars
 
-    tags: set[str] = set()
-    for events in (run_dir / "tb").glob("events.out.tfevents.*"):
-        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
-        acc.Reload()
-        tags |= set(acc.Tags()["scalars"])
-    return tags
+    return set(read_scalars(run_dir / "tb"))
 
 
 @pytest.fixture(scope="module")

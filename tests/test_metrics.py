@@ -47,3 +47,17 @@ def test_check_metric_names_reports_unknown_once_in_order():
     assert check_metric_names(names) == ["reward", "ppo/clip_frac"]
     assert check_metric_names([]) == []
     assert set(metrics.__all__) >= {"METRICS", "NAMESPACES", "check_metric_names", "PARSE_FAIL_REASONS"}
+
+
+def test_read_scalars_gathers_every_event_file_below_a_run_and_filters_by_prefix(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from dreamgym.metrics import read_scalars
+
+    for sub, step in (("tb", 0), ("phase/tb", 1)):
+        w = SummaryWriter(str(tmp_path / sub))
+        w.add_scalar("eval/success_rate", 0.5 + step, step)
+        w.add_scalar("perf/step_s", 2.0, step)
+        w.close()
+    assert read_scalars(tmp_path, ["eval/"]) == {"eval/success_rate": [(0, 0.5), (1, 1.5)]}
+    assert set(read_scalars(tmp_path)) == {"eval/success_rate", "perf/step_s"}

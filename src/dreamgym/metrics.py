@@ -9,10 +9,11 @@ Add a name here before logging it.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterable
 
 __all__ = ["NAMESPACES", "TEXT_NAMESPACES", "LIGHTNING_BUILTINS", "PARSE_FAIL_REASONS", "METRICS",
-           "check_metric_names"]
+           "check_metric_names", "read_scalars"]
 
 NAMESPACES: tuple[str, ...] = ("wm/", "rollout/", "ppo/", "grpo/", "curriculum/", "eval/", "perf/", "cost/", "sft/",
                                "dpo/")
@@ -166,3 +167,19 @@ def check_metric_names(names: Iterable[str]) -> list[str]:
             unknown.append(name)
     return unknown
 
+
+
+def read_scalars(run_dir: str | Path, prefixes: Iterable[str] = ()) -> dict[str, list[tuple[int, float]]]:
+    """tag -> [(step, value)] from every TensorBoard event file under `run_dir`, only tags starting with one of
+    `prefixes` (all when empty), points in step order: reading a run's curves in tests, scripts/tb_scalars.py and reports."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    prefixes = tuple(prefixes)
+    out: dict[str, list[tuple[int, float]]] = {}
+    for events in sorted(Path(run_dir).rglob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            if not prefixes or tag.startswith(prefixes):
+                out.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
+    return {tag: sorted(points, key=lambda p: p[0]) for tag, points in out.items()}  # stable: file order on ties

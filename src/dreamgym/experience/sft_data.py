@@ -308,7 +308,7 @@ class SFTDataModule(L.LightningDataModule):
                                      rank=trainer.global_rank if trainer else 0,
                                      world_size=trainer.world_size if trainer else 1)
         return ResumableLoader(self.train, batch_sampler=sampler, collate_fn=self._collate, num_workers=0,
-                               batches_done=self._batches_done)
+                               batches_done=lambda: batches_done(self.trainer))
 
     def val_dataloader(self) -> DataLoader:
         # the same bucketed, seeded order at every check (epoch pinned at 0): `limit_val_batches` then
@@ -347,9 +347,6 @@ class SFTDataModule(L.LightningDataModule):
 
     def _collate(self, examples: list[SFTExample]) -> dict[str, torch.Tensor]:
         return collate(examples, int(self.tokenizer.pad_token_id))
-
-    def _batches_done(self) -> int:
-        return batches_done(self.trainer)
 
 
 class ResumableLoader(DataLoader):
