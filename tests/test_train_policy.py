@@ -195,3 +195,46 @@ def test_masked_positions_get_zero_gradient_and_cannot_move_the_loss(algo, monke
     noisy, _ = module._loss(batch, rows, garbage(old_logp), garbage(old_values), garbage(ref_logp), garbage(adv),
                             garbage(returns))
     torch.testing.assert_close(noisy, loss, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("algo,aggregation", [("grpo", "token-mean"), ("grpo", "seq-mean-token-mean"),
+                                              ("ppo", "seq-mean-token-sum")])
+def test_micro_batches_accumulate_the_whole_minibatch_gradient(algo, aggregation):
+    cfg = load_config(TrainPolicyConfig, [DEBUG], [f"algo.name={algo}", f"algo.aggregation={aggregation}",
+                                                   "algo.entropy_coef=0.01", "algo.kl_coef=0.1"])
+    model, tok = load_model(cfg.model, for_training=True)
+    module = PolicyRL(cfg, model, tok)
+    env = make_env(EnvConfig())
+    tasks = env.tasks("train")[:2]
+    result = run_rollouts(model, tok, ChatContext(tok), EnvPool(env), [tasks[0]] * 2 + [tasks[1]] * 2,
+                          RolloutSettings(max_turns=2, max_new_tokens=6, seed=0))
+    for e in result.episodes[::2]:  # one success per group: non-zero GRPO advantages
+        e.turn_rewards[-1], e.done, e.truncated = 1.0, True, False
+    batch = RolloutBatch.from_episodes(result.episodes, [0, 0, 1, 1], tok.pad_token_id, 0)
+    cut = int(batch.attention_mask[1].sum()) - 7  # row 1 shorter than the rest: unequal lengths, real padding
+    for t, fill in ((batch.attention_mask, 0), (batch.response_mask, 0), (batch.input_ids, tok.pad_token_id)):
+        t[1, cut:] = fill
+    with torch.no_grad():
+        old_logp, old_values = module._score(batch, reference=False)
+        ref_logp = module._reference_logp(batch)
+    adv, returns, _, _ = module._advantages(batch, old_values)
+    rows = torch.arange(len(batch))
+    longest = int(batch.attention_mask.sum(-1).max())
+
+    def grads(micro_batch_tokens: int):
+        module.cfg.algo.micro_batch_tokens = micro_batch_tokens
+        module.zero_grad()
+        calls = []
+        stats = module.accumulate_gradients(batch, rows, old_logp, old_values, ref_logp, adv, returns,
+                                            lambda loss: (calls.append(1), loss.backward()))
+        return {n: p.grad.clone() for n, p in module.named_parameters() if p.requires_grad}, stats, len(calls)
+
+    whole, whole_stats, passes = grads(0)
+    assert passes == 1
+    for budget, expected_passes in ((2 * longest, 2), (1, 4)):
+        split, split_stats, passes = grads(budget)
+        assert passes == expected_passes
+        for n, g in whole.items():
+            torch.testing.assert_close(split[n], g, rtol=1e-4, atol=1e-6, msg=n)
+        for k, v in whole_stats.items():
+            assert split_stats[k] == pytest.approx(v, rel=1e-4, abs=1e-6), k

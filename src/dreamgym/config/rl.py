@@ -75,6 +75,11 @@ class AlgoConfig:
     """passes over each iteration's rollouts"""
     minibatch_size: int = 4
     """episodes per optimizer step"""
+    micro_batch_tokens: int = 4096
+    """gradient accumulation inside a minibatch: each forward/backward pass takes at most this many padded
+    tokens (longest-first packing, at least one episode; 0 = the whole minibatch at once). The gradient is the
+    same; activation memory is bounded (SmolLM2-135M + LoRA in float32: ~2.8 MB a token, so 4 episodes of
+    2,048 tokens in one pass need ~23 GB, more than a 24 GB CPU machine)"""
     lr: float = 1e-5
     """AdamW learning rate (LoRA + value head)"""
     weight_decay: float = 0.0
@@ -122,6 +127,9 @@ class AlgoConfig:
         for key in ("tasks_per_iteration", "update_epochs", "minibatch_size"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"key 'algo.{key}': got {getattr(self, key)}, expected >= 1")
+        if self.micro_batch_tokens < 0:
+            raise ConfigError(f"key 'algo.micro_batch_tokens': got {self.micro_batch_tokens}, expected >= 0 "
+                              "(0 = the whole minibatch in one pass)")
 
     @property
     def rollouts_per_iteration(self) -> int:

@@ -21,7 +21,7 @@ import torch
 
 from dreamgym.config import TrainPolicyConfig
 from dreamgym.rl.advantages import broadcast_sequence_advantages, filter_zero_variance_groups, gae, group_advantages, whiten
-from dreamgym.rl.batch import RolloutBatch, policy_forward
+from dreamgym.rl.batch import RolloutBatch, micro_batch_weights, micro_batches, policy_forward
 from dreamgym.rl.losses import clipped_pg_loss, explained_variance, kl_penalty, masked_mean, value_loss
 
 __all__ = ["PolicyRL"]
@@ -90,9 +90,9 @@ class PolicyRL(L.LightningModule):
         stop = False
         for _ in range(a.update_epochs):
             for mb in _split(rows, a.minibatch_size, self.rng):
-                loss, mstats = self._loss(batch, mb, old_logp, old_values, ref_logp, adv, returns)
                 opt.zero_grad()
-                self.manual_backward(loss)
+                mstats = self.accumulate_gradients(batch, mb, old_logp, old_values, ref_logp, adv, returns,
+                                                   self.manual_backward)
                 self.clip_gradients(opt, gradient_clip_val=a.max_grad_norm, gradient_clip_algorithm="norm")
                 opt.step()
                 self.policy_version += 1
@@ -127,26 +127,48 @@ class PolicyRL(L.LightningModule):
         return (broadcast_sequence_advantages(seq_adv, mask), None, keep.to(mask.device),
                 {"zero_var_groups": share, "score_mean": batch.scores.mean().item()})
 
-    def _loss(self, batch, mb, old_logp, old_values, ref_logp, adv, returns):
+    def accumulate_gradients(self, batch, mb, old_logp, old_values, ref_logp, adv, returns, backward) -> dict:
+        """Backward of minibatch `mb`'s loss, one micro-batch (`algo.micro_batch_tokens`) at a time: the same
+        gradient as one pass over the whole minibatch, with the activation memory of one micro-batch. Its
+        stats (token means over the minibatch, policy_loss as aggregated)."""
         a = self.cfg.algo
-        mask = batch.response_mask[mb]
-        logp, entropy, values = policy_forward(self.model, batch.input_ids[mb], batch.attention_mask[mb], mask,
-                                               self.value_head, with_entropy=True, **self._scoring(batch, mb))
-        loss, stats = clipped_pg_loss(logp, old_logp[mb], adv[mb], mask, a.clip_eps, a.clip_eps_high,
+        parts = micro_batches(mb, batch.attention_mask[mb].sum(-1), a.micro_batch_tokens)
+        stats: dict[str, float] = {}
+        for part, (w_loss, w_tok) in zip(parts, micro_batch_weights(batch.response_mask, parts, a.aggregation)):
+            loss, pstats = self._loss(batch, part, old_logp, old_values, ref_logp, adv, returns, w_loss, w_tok)
+            backward(loss)
+            for k, v in pstats.items():
+                stats[k] = stats.get(k, 0.0) + v * (w_loss if k in ("policy_loss", "value_loss") else w_tok)
+        return stats
+
+    def _loss(self, batch, rows, old_logp, old_values, ref_logp, adv, returns, w_loss=1.0, w_tok=1.0):
+        """Loss of micro-batch `rows` (trimmed to its longest row), weighted as its share of the minibatch's
+        loss: aggregated terms by w_loss, token-mean ones (entropy) by w_tok."""
+        a = self.cfg.algo
+        cols = int(batch.attention_mask[rows].sum(-1).max())  # right-padded: nothing real lies beyond
+
+        def sl(t):
+            return t[rows, :cols]
+
+        mask = sl(batch.response_mask)
+        logp, entropy, values = policy_forward(self.model, sl(batch.input_ids), sl(batch.attention_mask), mask,
+                                               self.value_head, with_entropy=True, **self._scoring(batch, rows, cols))
+        loss, stats = clipped_pg_loss(logp, sl(old_logp), sl(adv), mask, a.clip_eps, a.clip_eps_high,
                                       aggregation=a.aggregation)
         stats = {"policy_loss": loss.item(), **stats}
         if values is not None:
-            vloss, vstats = value_loss(values, old_values[mb], returns[mb], mask, a.value_clip, aggregation=a.aggregation)
+            vloss, vstats = value_loss(values, sl(old_values), sl(returns), mask, a.value_clip, aggregation=a.aggregation)
             loss = loss + a.vf_coef * vloss
             stats.update(value_loss=vloss.item(), **vstats)
         if ref_logp is not None:
-            kl, kstats = kl_penalty(logp, ref_logp[mb], mask, a.kl_estimator, aggregation=a.aggregation)
+            kl, kstats = kl_penalty(logp, sl(ref_logp), mask, a.kl_estimator, aggregation=a.aggregation)
             loss = loss + a.kl_coef * kl
             stats.update(kstats)
         ent = masked_mean(entropy, mask)
         stats["entropy"] = ent.item()
+        loss = loss * w_loss
         if a.entropy_coef:
-            loss = loss - a.entropy_coef * ent
+            loss = loss - a.entropy_coef * ent * w_tok
         return loss, stats
 
     def _reference_logp(self, batch: RolloutBatch) -> torch.Tensor:
@@ -154,20 +176,27 @@ class PolicyRL(L.LightningModule):
 
     def _score(self, batch: RolloutBatch, reference: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """No-grad log-probs (and values) of the whole batch under the current policy, or the reference (the
-        adapter disabled), one minibatch at a time: peak memory is one minibatch's, not the iteration's."""
+        adapter disabled), one micro-batch at a time (`algo.micro_batch_tokens`): peak memory is one
+        micro-batch's, not the iteration's."""
         ctx = (self.model.disable_adapter() if reference and hasattr(self.model, "disable_adapter")
                else contextlib.nullcontext())
         size = max(1, self.cfg.algo.minibatch_size)
-        logps, values = [], []
+        logp = torch.zeros(batch.input_ids.shape, device=batch.input_ids.device)
+        values = torch.zeros_like(logp) if self.value_head is not None and not reference else None
+        lengths = batch.attention_mask.sum(-1)
         with torch.no_grad(), ctx:
             for start in range(0, len(batch), size):
                 rows = torch.arange(start, min(len(batch), start + size), device=batch.input_ids.device)
-                lp, _, v = policy_forward(self.model, batch.input_ids[rows], batch.attention_mask[rows],
-                                          batch.response_mask[rows], None if reference else self.value_head,
-                                          **self._scoring(batch, rows))
-                logps.append(lp)
-                values.append(v)
-        return torch.cat(logps), (torch.cat(values) if values[0] is not None else None)
+                for part in micro_batches(rows, lengths[rows], self.cfg.algo.micro_batch_tokens):
+                    cols = int(lengths[part].max())
+                    lp, _, v = policy_forward(self.model, batch.input_ids[part, :cols],
+                                              batch.attention_mask[part, :cols], batch.response_mask[part, :cols],
+                                              None if reference else self.value_head,
+                                              **self._scoring(batch, part, cols))
+                    logp[part, :cols] = lp
+                    if values is not None:
+                        values[part, :cols] = v
+        return logp, values
 
     def _set_lr(self, opt) -> float:
         """algo.lr, or with anneal_lr its linear decay: lr * (1 - iteration / max_iterations)."""
@@ -177,10 +206,10 @@ class PolicyRL(L.LightningModule):
             group["lr"] = lr
         return lr
 
-    def _scoring(self, batch: RolloutBatch, rows: torch.Tensor | None = None) -> dict:
+    def _scoring(self, batch: RolloutBatch, rows: torch.Tensor, cols: int) -> dict:
         """How the rollout sampled, so every log-prob scores that distribution: its temperature, and the
-        allowed ids of choice mode."""
-        allowed = batch.allowed_ids if rows is None else batch.allowed_ids[rows]
+        allowed ids of choice mode (of `rows`, the first `cols` positions)."""
+        allowed = batch.allowed_ids[rows, :cols]
         return {"allowed_ids": allowed, "temperature": self.cfg.rollout.temperature}
 
     def _to_device(self, batch: RolloutBatch) -> RolloutBatch:
