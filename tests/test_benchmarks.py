@@ -138,3 +138,12 @@ def test_qlora_sft_benchmark_runs_fit_world_model_on_a_shaped_model(tmp_path, ca
     assert summary["global_step"] == 2 and summary["tokens_per_s"] > 0 and summary["quantization"] == "none"
     assert (tmp_path / "model" / "config.json").is_file() and (tmp_path / "run" / "summary.json").is_file()
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("qlora sft tiny: ")
+
+
+def test_policy_update_memory_benchmark_runs_each_setting_apart_and_prints_the_ratio(capsys):
+    bench = _load("policy_update_memory")
+    ratio = bench.main(["--model", "tiny-random", "--rows", "2", "--tokens", "48", "--budgets", "0", "48"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert re.fullmatch(r"policy update peak memory whole/micro: \d+\.\d\dx", lines[-1]) and ratio > 0
+    rows = [ln.split() for ln in lines[2:-1]]
+    assert [r[0] for r in rows] == ["whole", "48"] and all(int(r[1]) > 0 for r in rows)
