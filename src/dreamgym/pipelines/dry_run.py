@@ -210,10 +210,12 @@ def _build_train_policy(cfg: TrainPolicyConfig, objects: dict, encoder: str):
     opt = objects["optimizer"] = module.configure_optimizers()
     rep.total_params, rep.trainable_params = _count(module)
     r, a = cfg.rollout, cfg.algo
+    rows = a.minibatch_size if a.micro_batch_tokens == 0 else \
+        min(a.minibatch_size, max(1, a.micro_batch_tokens // r.max_context_tokens))  # episodes in one pass
     rep.memory_gib = _memory(model, cfg.model, training=True, trainable=rep.trainable_params,
-                             kv=(r.batch_size, r.max_context_tokens), act_tokens=(a.minibatch_size, r.max_context_tokens),
-                             logit_tokens=0 if r.action_space == "choice" else a.minibatch_size * r.max_turns * r.max_new_tokens,
-                             scoring=(a.rollouts_per_iteration, r.max_context_tokens,
+                             kv=(r.batch_size, r.max_context_tokens), act_tokens=(rows, r.max_context_tokens),
+                             logit_tokens=0 if r.action_space == "choice" else rows * r.max_turns * r.max_new_tokens,
+                             scoring=(rows, r.max_context_tokens,
                                       0 if r.action_space == "choice" else r.max_turns * r.max_new_tokens))
     reports, generator = [rep], None
     if cfg.train_env == "synthetic":
@@ -304,7 +306,7 @@ def _memory(model: Any, cfg: ModelConfig, training: bool, trainable: int, kv: tu
         out["activations"] = c.num_hidden_layers * tokens * per_token * 2 / GIB
     if logit_tokens:
         out["logits"] = logit_tokens * c.vocab_size * 4 * 2 / GIB
-    if scoring:  # PolicyRL.update scores the whole iteration batch in one no-grad forward (old log-probs)
+    if scoring:  # PolicyRL._score: no-grad forwards for old/reference log-probs, one micro-batch at a time
         episodes, context, sampled = scoring
         out["scoring_pass"] = (episodes * sampled * c.vocab_size * 4 * 2 + episodes * context * c.hidden_size * 2) / GIB
     return {k: round(v, 3) for k, v in out.items()}
