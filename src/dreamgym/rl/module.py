@@ -2,7 +2,9 @@
 
 Manual optimization: one training step = one iteration's rollouts (made by the DataModule with the
 live weights, checked by `policy_version`), then `update_epochs` passes of minibatch updates with
-gradient clipping, an optional early stop on `target_kl` and optional linear lr annealing. The policy is
+gradient clipping, an optional early stop on `target_kl` and optional linear lr annealing. Each minibatch's
+gradient is accumulated over micro-batches of at most `algo.micro_batch_tokens` padded tokens (the same
+gradient, bounded activation memory). The policy is
 LoRA on a frozen base; the reference policy for the KL term is the same model with the adapter disabled
 (no second copy). PPO adds
 a scalar value head on the policy's last hidden state (shared trunk) and GAE over sampled tokens; GRPO
