@@ -183,7 +183,9 @@ class SFTSettings:
     """repeats of a terminal transition whose reward is below 1 (a failed or partly matching outcome; None =
     terminal_repeats): demonstrations end mostly in success (WebShop CPU study: 252 of 318 purchases), and a
     model that rarely sees a failed outcome rewards every synthetic purchase 1.0, so GRPO groups have no
-    reward variance. Raise it to balance the outcomes the reward is learnt from."""
+    reward variance. Raise it to balance the outcomes the reward is learnt from, but mind the step budget:
+    in docs/cpu_study.md's run B (15, ~150 steps) purchases took half the steps, the model's navigation pages
+    got worse and no synthetic episode reached a purchase."""
     strategy: str = "auto"
     """'auto' (one device), 'ddp' (data parallel) or 'fsdp' (Lightning FSDP: decoder layers sharded over
     the processes; see models/distributed.py). batch_size is per process."""
