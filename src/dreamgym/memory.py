@@ -1,4 +1,4 @@
-"""Giving memory back between the phases of one process (s2r, quickstart, sweep).
+"""Giving memory back between the phases of one process (s2r, quickstart).
 
 A finished phase leaves its models behind as garbage *cycles*: a model and its generation engine refer to each
 other (models/engine.py binds the engine on the model), as do a Lightning module and its trainer. Python frees

@@ -168,10 +168,9 @@ def check_metric_names(names: Iterable[str]) -> list[str]:
     return unknown
 
 
-
 def read_scalars(run_dir: str | Path, prefixes: Iterable[str] = ()) -> dict[str, list[tuple[int, float]]]:
     """tag -> [(step, value)] from every TensorBoard event file under `run_dir`, only tags starting with one of
-    `prefixes` (all when empty), points in step order: reading a run's curves in tests, scripts/tb_scalars.py and reports."""
+    `prefixes` (all when empty), points in step order: a run's curves for tests and scripts/tb_scalars.py."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     prefixes = tuple(prefixes)

@@ -84,11 +84,11 @@ def micro_batches(rows: Tensor, lengths: Tensor, max_tokens: int) -> list[Tensor
     the memory of an update whatever the episode lengths, without changing its gradient (micro_batch_weights)."""
     if max_tokens <= 0 or len(rows) == 0:
         return [rows] if len(rows) else []
-    order = torch.argsort(lengths, descending=True, stable=True)
+    lens = lengths.tolist()  # one device sync, not one per row
     out: list[list[int]] = []
     longest = 0
-    for i in order.tolist():
-        n = int(lengths[i])
+    for i in sorted(range(len(lens)), key=lambda j: -lens[j]):  # longest first, ties in row order
+        n = int(lens[i])
         if out and max(longest, n) * (len(out[-1]) + 1) <= max_tokens:
             out[-1].append(i)
             longest = max(longest, n)
