@@ -282,7 +282,10 @@ def test_adapter_from_a_gathered_state_dict_equals_peft_save_under_fsdp_names(tm
     assert sorted(got) == sorted(ref) and len(ref) == sum("lora_" in k for k in gathered)
     for k in ref:
         assert torch.equal(got[k], ref[k]), k
-    assert json.loads((tmp_path / "gathered" / "adapter_config.json").read_text()) == \
-        json.loads((tmp_path / "reference" / "adapter_config.json").read_text())
+    def config(name):  # peft writes target_modules from a set: its order follows the string hash seed
+        c = json.loads((tmp_path / name / "adapter_config.json").read_text())
+        return {**c, "target_modules": sorted(c["target_modules"])}
+
+    assert config("gathered") == config("reference")
     with pytest.raises(DreamGymError, match="no LoRA weights of adapter 'default'"):
         save_adapter(model, tmp_path / "empty", state_dict={k: v for k, v in gathered.items() if "lora_" not in k})
