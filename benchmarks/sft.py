@@ -19,6 +19,7 @@ alternate plain and ours so load from other processes hits both alike.
     python benchmarks/sft.py --quick                 # < 1 min on 2 CPU cores: tiny-random model
     python benchmarks/sft.py                          # embedded SmolLM2-135M, 4 examples (~4 min, 1 thread)
     python benchmarks/sft.py --device cuda --examples 256 --batch-size 8
+    python benchmarks/sft.py --quick --count-ops     # + compute ops per step (~ GPU kernel launches), both paths
 
 The last line reads `sft useful tokens/s speedup vs plain loop: N.NNx`.
 """
@@ -40,7 +41,7 @@ from dreamgym.experience.sft_data import SFTDataModule, SFTExample, trajectory_r
 
 warnings.filterwarnings("ignore", message=".*(LeafSpec|is_gradient_checkpointing).*")  # third-party chatter
 
-__all__ = ["PassResult", "collect_records", "build_data", "plain_pass", "ours_pass", "run", "main"]
+__all__ = ["PassResult", "collect_records", "build_data", "plain_pass", "ours_pass", "run", "print_op_counts", "main"]
 
 
 @dataclass
@@ -144,9 +145,10 @@ def ours_pass(module, datamodule: SFTDataModule, device: torch.device) -> PassRe
 
 def run(model_name: str = "tiny-random", device: str = "cpu", examples: int = 24, batch_size: int = 4,
         rounds: int = 2, episodes: int = 8, cfg: FitWorldModelConfig | None = None,
-        print_fn=print) -> tuple[PassResult, PassResult]:
+        print_fn=print, count_ops: bool = False) -> tuple[PassResult, PassResult]:
     """Build both paths, alternate `rounds` epochs of each; returns (plain totals, ours totals). `cfg`
-    (default: `FitWorldModelConfig()`, i.e. the default prompt and LoRA) gets the model/batch set here."""
+    (default: `FitWorldModelConfig()`, i.e. the default prompt and LoRA) gets the model/batch set here.
+    `count_ops`: then one more epoch of each under `OpCounter`, printing compute ops per optimizer step."""
     from dreamgym.experience.module import ExperienceModel
     from dreamgym.models.loading import load_model
 
@@ -162,7 +164,8 @@ def run(model_name: str = "tiny-random", device: str = "cpu", examples: int = 24
     dev = next(plain_model.parameters()).device
     module = ExperienceModel(cfg, model=ours_model, tokenizer=tokenizer)
     dm = build_data(cfg, tokenizer, collect_records(episodes), examples, seed=cfg.seed)
-    opt = torch.optim.AdamW([p for p in plain_model.parameters() if p.requires_grad], lr=cfg.sft.lr)
+    opt = torch.optim.AdamW([p for p in plain_model.parameters() if p.requires_grad], lr=cfg.sft.lr,
+                            weight_decay=cfg.sft.weight_decay)  # the same optimizer settings as ours
     weights_dtype = next(plain_model.parameters()).dtype
     from dreamgym.pipelines.fit_world_model import resolve_precision
 
@@ -192,7 +195,30 @@ def run(model_name: str = "tiny-random", device: str = "cpu", examples: int = 24
     for name, t in zip(("plain", "ours"), totals):
         print_fn(f"{'all':>5} {name:>6} {t.steps:>5} {t.useful:>10} {t.padding_share:>8.1%} {t.step_s:>8.2f} "
                  f"{t.tokens_per_s:>8.1f} {t.useful / max(t.wall_s, 1e-9):>10.1f}")
+    if count_ops:
+        print_op_counts(lambda: plain_pass(plain_model, opt, dm.train, batch_size, int(tokenizer.pad_token_id),
+                                           rounds, autocast),
+                        lambda: ours_pass(module, dm, dev), print_fn)
     return totals
+
+
+def print_op_counts(plain, ours, print_fn=print, top: int = 8) -> tuple[float, float]:
+    """One epoch of each path under `OpCounter`: compute ops (~ GPU kernel launches) per optimizer step, and
+    the ops whose per-step counts differ most. Ours includes the optimizer-state init of its first step
+    (Lightning builds the optimizer at each fit; the plain loop keeps its own). Returns (plain, ours)."""
+    from dreamgym.op_count import OpCounter
+
+    per_step = []
+    for run_pass in (plain, ours):
+        with OpCounter() as ops:
+            res = run_pass()
+        per_step.append(({k: v / max(res.steps, 1) for k, v in ops.by_name.items()}, ops.total / max(res.steps, 1)))
+    (p_ops, p_total), (o_ops, o_total) = per_step
+    print_fn(f"compute ops per optimizer step (~ GPU kernel launches): plain {p_total:.0f}, ours {o_total:.0f} "
+             f"({o_total / max(p_total, 1e-9):.3f}x)")
+    names = sorted(set(p_ops) | set(o_ops), key=lambda k: -abs(o_ops.get(k, 0) - p_ops.get(k, 0)))[:top]
+    print_fn("  most different: " + ", ".join(f"{k} {p_ops.get(k, 0):.0f} vs {o_ops.get(k, 0):.0f}" for k in names))
+    return p_total, o_total
 
 
 def main(argv: list[str] | None = None) -> float:
@@ -209,6 +235,8 @@ def main(argv: list[str] | None = None) -> float:
     ap.add_argument("--config", "-c", action="append", default=[],
                     help="fit-world-model preset(s) for the prompt and LoRA (e.g. configs/world_model/debug.yaml)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch default)")
+    ap.add_argument("--count-ops", action="store_true", help="then one more epoch of each path counting compute "
+                    "ops per optimizer step (a proxy for GPU kernel launches; slower, untimed)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -218,7 +246,8 @@ def main(argv: list[str] | None = None) -> float:
     examples = args.examples or (6 if quick else 4)
     batch = args.batch_size or (3 if quick else 2)
     rounds = args.rounds or (2 if quick else 1)
-    plain, ours = run(model, args.device, examples, batch, rounds, args.episodes or (4 if quick else 8), cfg)
+    plain, ours = run(model, args.device, examples, batch, rounds, args.episodes or (4 if quick else 8), cfg,
+                      count_ops=args.count_ops)
     speedup = ours.tokens_per_s / max(plain.tokens_per_s, 1e-9)
     print(f"sft useful tokens/s speedup vs plain loop: {speedup:.2f}x")
     return speedup

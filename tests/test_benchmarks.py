@@ -29,8 +29,11 @@ def _load(name: str):
 def test_sft_benchmark_same_work_both_paths_and_last_line(capsys):
     sft = _load("sft")
     speedup = sft.main(["--config", "configs/world_model/debug.yaml", "--examples", "2", "--batch-size", "2",
-                        "--rounds", "1", "--episodes", "1"])     # debug preset: tiny-random, short prompts
+                        "--rounds", "1", "--episodes", "1", "--count-ops"])  # debug preset: tiny-random
     lines = capsys.readouterr().out.strip().splitlines()
+    ops = next(ln for ln in lines if ln.startswith("compute ops per optimizer step"))
+    plain_ops, ours_ops = map(int, re.search(r"plain (\d+), ours (\d+)", ops).groups())
+    assert 0 < plain_ops and 0 < ours_ops
     assert re.fullmatch(r"sft useful tokens/s speedup vs plain loop: \d+\.\d\dx", lines[-1])
     assert speedup > 0
     plain, ours = [ln.split() for ln in lines if ln.startswith("  all")]

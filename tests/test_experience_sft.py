@@ -228,6 +228,31 @@ def test_loss_on_kept_logits_equals_the_plain_causal_lm_loss(trained):
     assert sum(int(stats[f"{p}_n"]) for p in ("reasoning", "state", "outcome")) == n == int(stats["weight"])
 
 
+def test_gradient_clipping_hook_logs_the_norm_before_clipping_and_clips_like_torch(trained, monkeypatch):
+    """One norm per optimizer step serves both the `wm/grad_norm` log and the clip (sft.gradient_clip_val)."""
+    module, _, dm = trained
+    params = [p for p in module.model.parameters() if p.requires_grad]
+    module.model.zero_grad(set_to_none=True)
+    module.loss(dm._collate(dm.train[:2]))[0].backward()
+    ref = [p.grad.clone() for p in params]
+    logged = {}
+    monkeypatch.setattr(module, "log", lambda name, value, **kw: logged.__setitem__(name, value))
+    module.configure_gradient_clipping(None, gradient_clip_val=0.01, gradient_clip_algorithm="norm")
+    ref_params = [torch.nn.Parameter(torch.zeros_like(g)) for g in ref]
+    for rp, g in zip(ref_params, ref):
+        rp.grad = g.clone()
+    torch_norm = torch.nn.utils.clip_grad_norm_(ref_params, 0.01)
+    assert set(logged) == {"wm/grad_norm"} and float(logged["wm/grad_norm"]) > 0.01
+    torch.testing.assert_close(logged["wm/grad_norm"], torch_norm, rtol=1e-5, atol=0)
+    for p, rp in zip(params, ref_params):
+        torch.testing.assert_close(p.grad, rp.grad, rtol=1e-5, atol=1e-9)
+    logged.clear()
+    module.configure_gradient_clipping(None, gradient_clip_val=None, gradient_clip_algorithm="norm")  # no limit
+    torch.testing.assert_close(logged["wm/grad_norm"], torch.linalg.vector_norm(torch.stack(
+        [rp.grad.norm() for rp in ref_params])), rtol=1e-5, atol=0)                              # only logged
+    module.model.zero_grad(set_to_none=True)
+
+
 def test_adapter_saves_and_reloads_to_identical_logits(trained, tmp_path):
     module, _, dm = trained
     adapter = module.save_weights(tmp_path / "adapter")

@@ -71,7 +71,8 @@ def test_debug_preset_writes_config_summary_tb_and_adapter(run):
     assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
     assert (run / "checkpoints" / "last.ckpt").is_file()
     scalars, texts = tb_tags(run)
-    assert {"wm/loss", "wm/val_loss", "perf/tokens_per_s", "perf/padding_share", "wm/tokens_trained"} <= scalars
+    assert {"wm/loss", "wm/val_loss", "perf/tokens_per_s", "perf/padding_share", "wm/tokens_trained", "wm/grad_norm",
+            "wm/lr"} <= scalars
     assert check_metric_names(scalars) == []
     assert "samples/wm/text_summary" in texts                              # add_text stores <tag>/text_summary
 

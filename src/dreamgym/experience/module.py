@@ -34,8 +34,7 @@ import torch.nn.functional as F
 from dreamgym.config import FitWorldModelConfig
 from dreamgym.experience.prompts import ParseStats, parse_transition
 from dreamgym.experience.sft_data import PART_OUTCOME, PART_REASONING, PART_STATE, SFTExample
-from dreamgym.models.distributed import (clean_param_name, clip_grad_norm_, full_state_dict, global_grad_norm, is_sharded,
-                                         uses_fsdp)
+from dreamgym.models.distributed import clean_param_name, clip_grad_norm_, full_state_dict, is_sharded, uses_fsdp
 from dreamgym.models.loading import load_model, save_adapter
 
 __all__ = ["ExperienceModel", "lr_factor", "peak_memory_gb"]
@@ -154,21 +153,20 @@ class ExperienceModel(L.LightningModule):
                  on_epoch=False, batch_size=batch["input_ids"].shape[0])
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        norm = global_grad_norm(self.model.parameters(), self._trainer)
-        if norm is not None:
-            self.log("wm/grad_norm", norm, on_step=True, on_epoch=False)
         self.log("wm/lr", optimizer.param_groups[0]["lr"], on_step=True, on_epoch=False)
 
     def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
                                     gradient_clip_algorithm: str | None = None) -> None:
-        """Clip by global norm (sft.gradient_clip_val). Under FSDP the norm is summed over the shards
-        (`models.distributed.clip_grad_norm_`): Lightning's FSDPPrecision refuses norm clipping, which stopped
-        every FSDP fit at its first step."""
-        if not gradient_clip_val:
-            return
-        if uses_fsdp(self._trainer):
-            clip_grad_norm_(self.model.parameters(), gradient_clip_val, self._trainer)
-        else:
+        """Log the global gradient norm before clipping (`wm/grad_norm`) and clip by it (sft.gradient_clip_val):
+        one norm per optimizer step, from multi-tensor kernels, serving both. Under FSDP the norm is summed
+        over the shards (`models.distributed.clip_grad_norm_`): Lightning's FSDPPrecision refuses norm
+        clipping, which stopped every FSDP fit at its first step. Lightning calls this hook after the
+        backward pass (and AMP's unscale) of every optimizer step, whether or not a clip value is set."""
+        by_norm = gradient_clip_algorithm in (None, "norm")
+        norm = clip_grad_norm_(self.model.parameters(), gradient_clip_val if by_norm else None, self._trainer)
+        if norm is not None:
+            self.log("wm/grad_norm", norm, on_step=True, on_epoch=False)
+        if not by_norm and gradient_clip_val:  # value clipping: Lightning's own
             self.clip_gradients(optimizer, gradient_clip_val=gradient_clip_val,
                                 gradient_clip_algorithm=gradient_clip_algorithm)
 
