@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from dreamgym.rl.advantages import (broadcast_sequence_advantages, filter_zero_variance_groups, gae,
-                                    group_advantages, turn_rewards_to_tokens, whiten)
+                                    group_advantages, group_reward_std, masked_mean_std, turn_rewards_to_tokens,
+                                    whiten)
 
 
 def test_gae_exact_and_blind_to_masked_positions():                 # style guide §4
@@ -114,3 +115,18 @@ def test_turn_rewards_to_tokens_places_rewards_on_last_sampled_token():
         turn_rewards_to_tokens([[1.0, 0.0]], [[3]], (1, 6))
     with pytest.raises(ValueError, match="B=2"):
         turn_rewards_to_tokens([[1.0]], [[3]], (2, 6))
+
+
+def test_masked_mean_std_exact_over_the_mask_only():
+    x = torch.tensor([[1.0, 100.0, 3.0], [5.0, -7.0, 0.0]])
+    m = torch.tensor([[1, 0, 1], [1, 0, 0]])                         # 1, 3, 5: mean 3, unbiased var 4
+    assert masked_mean_std(x, m) == (3.0, 2.0)
+    assert masked_mean_std(x, torch.tensor([[0, 0, 1], [0, 0, 0]])) == (3.0, 0.0)   # one entry: std 0
+    assert masked_mean_std(x, torch.zeros(2, 3)) == (0.0, 0.0)
+
+
+def test_group_reward_std_is_the_mean_unbiased_std_per_group():
+    scores = torch.tensor([0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0])  # groups of 4: std 1/sqrt(3), then 0
+    assert group_reward_std(scores, 4) == pytest.approx((1 / 3) ** 0.5 / 2, abs=1e-12)
+    assert group_reward_std(torch.tensor([0.0, 2.0]), 2) == pytest.approx(2 ** 0.5, abs=1e-12)
+

@@ -72,6 +72,9 @@ def test_s2r_cli_budget_buffer_and_ledger(tmp_path, tiny_world_model, monkeypatc
     assert after["real"] > before and after["synthetic"] > 0  # phase 2's real steps joined phase 1's buffer copy
     assert (run / "config.yaml").is_file() and list((run / "tb").glob("events.out.tfevents.*"))
     assert held == [0, 0, 0] and s["peak_rss_mb"] > 0
+    from dreamgym.metrics import check_metric_names, read_scalars
+
+    assert check_metric_names(read_scalars(run)) == []             # the run's and both phases' curves
 
 
 def test_s2r_resumes_after_an_interrupted_phase_2(tmp_path, tiny_world_model, monkeypatch):

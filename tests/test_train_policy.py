@@ -13,6 +13,7 @@ from dreamgym.config import EnvConfig, ModelConfig, ReplayConfig, TrainPolicyCon
 from dreamgym.envs.base import make_env
 from dreamgym.envs.vector import EnvPool
 from dreamgym.episodes import run_episode
+from dreamgym.metrics import check_metric_names, read_scalars
 from dreamgym.models.loading import load_model, save_adapter
 from dreamgym.pipelines.train_policy import build_train_policy
 from dreamgym.replay.buffer import ReplayBuffer
@@ -69,6 +70,9 @@ def test_ppo_in_real_env_and_resume(tmp_path):
     assert res.exit_code == 0, res.output
     s = _summary(run)
     assert (s["train_env"], s["iterations"], s["synthetic_transitions"]) == ("real", 1, 0) and s["real_transitions"] > 0
+    tags = set(read_scalars(run / "tb"))
+    assert {"ppo/grad_norm", "ppo/policy_loss", "ppo/value_loss", "ppo/lr", "ppo/advantage_std", "ppo/return_mean",
+            "ppo/value_mean"} <= tags and check_metric_names(tags) == []
     res = CliRunner().invoke(app, args + ["--resume", "max_iterations=2"])
     assert res.exit_code == 0, res.output
     s2 = _summary(run)
@@ -93,12 +97,10 @@ def policy_and_batch():
 
 
 def _without_trainer(module: PolicyRL) -> PolicyRL:
-    """Let `PolicyRL.update` run outside `trainer.fit`: a plain optimizer, backward and clipping."""
+    """Let `PolicyRL.update` run outside `trainer.fit`: a plain optimizer and backward (it clips itself)."""
     opt = module.configure_optimizers()
     module.optimizers = lambda: opt
     module.manual_backward = lambda loss: loss.backward()
-    module.clip_gradients = lambda o, gradient_clip_val, gradient_clip_algorithm: torch.nn.utils.clip_grad_norm_(
-        [p for p in module.parameters() if p.requires_grad], gradient_clip_val)
     return module
 
 
@@ -107,7 +109,8 @@ def test_one_update_moves_lora_b_and_not_the_base(policy_and_batch):
     _without_trainer(module)
     before = {n: p.detach().clone() for n, p in module.named_parameters()}
     stats = module.update(batch)
-    assert stats["grpo/updates"] >= 1 and stats["grpo/zero_var_groups"] == 0.0
+    assert stats["grpo/updates"] >= 1 and stats["grpo/zero_var_groups"] == 0.0 and stats["grpo/grad_norm"] > 0
+    assert stats["grpo/group_reward_std"] > 0 and check_metric_names(stats) == []   # every name is declared
     moved = [n for n, p in module.named_parameters() if "lora_B" in n and not torch.equal(before[n], p)]
     assert moved, "no lora_B weight changed after one update"
     for n, p in module.named_parameters():

@@ -98,6 +98,9 @@ METRICS: dict[str, str] = {
     "ppo/grad_norm": "global gradient norm before clipping",
     "ppo/lr": "learning rate of the policy optimizer",
     "ppo/early_stopped": "1 when target_kl stopped this iteration's update epochs early, else 0",
+    "ppo/dual_clipfrac": "share of response tokens (negative advantage) whose loss the dual clip capped",
+    "ppo/ratio_mean": "mean new/old probability ratio over response tokens",
+    "ppo/updates": "optimizer updates made this iteration",
     # -- GRPO -------------------------------------------------------------------------------------
     "grpo/policy_loss": "clipped surrogate loss with group-normalised advantages",
     "grpo/kl": "KL to the reference policy (k3 estimator) over response tokens",
@@ -108,6 +111,10 @@ METRICS: dict[str, str] = {
     "grpo/group_reward_std": "mean within-group reward std",
     "grpo/grad_norm": "global gradient norm before clipping",
     "grpo/lr": "learning rate of the policy optimizer",
+    "grpo/dual_clipfrac": "share of response tokens (negative advantage) whose loss the dual clip capped",
+    "grpo/ratio_mean": "mean new/old probability ratio over response tokens",
+    "grpo/updates": "optimizer updates made this iteration (0 when every group had zero variance)",
+    "grpo/score_mean": "mean sequence score (outcome reward) of this iteration's rollouts",
     # -- offline baselines: policy SFT (behaviour cloning) and DPO --------------------------------
     "sft/loss": "policy SFT: token-mean NLL over demonstrated action tokens (context tokens never count)",
     "sft/val_loss": "policy SFT: the same NLL on held-out demonstration episodes",
@@ -147,6 +154,7 @@ METRICS: dict[str, str] = {
     "perf/env_s": "wall-clock seconds spent in real-env steps this iteration",
     "perf/train_s": "wall-clock seconds spent in optimizer updates this iteration",
     "perf/iteration_s": "wall-clock seconds of the whole iteration",
+    "perf/iteration": "RL iterations completed so far",
     "perf/max_memory_gib": "peak accelerator memory in GiB (0 on CPU)",
     # -- cost ledger (running totals) ---------------------------------------------------------
     "cost/real_transitions": "real-env transitions used so far",

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["turn_rewards_to_tokens", "gae", "group_advantages", "broadcast_sequence_advantages", "whiten",
-           "filter_zero_variance_groups"]
+           "filter_zero_variance_groups", "masked_mean_std", "group_reward_std"]
 
 
 def turn_rewards_to_tokens(turn_rewards: list[list[float]], turn_end_index: list[list[int]],
@@ -134,3 +134,21 @@ def filter_zero_variance_groups(zero_var: Tensor, group_size: int) -> tuple[Tens
     zero_var = zero_var.bool()
     share = zero_var.float().mean().item() if zero_var.numel() else 0.0
     return (~zero_var).repeat_interleave(group_size), share
+
+
+def masked_mean_std(x: Tensor, mask: Tensor) -> tuple[float, float]:
+    """Mean and unbiased std (n - 1, as `whiten`; 0 with fewer than 2 entries) of x over mask == 1:
+    the `ppo/advantage_mean` / `ppo/advantage_std` statistics (before whitening). Empty mask: (0, 0)."""
+    m = mask.bool()
+    n = int(m.sum())
+    if n == 0:
+        return 0.0, 0.0
+    vals = x[m].double()
+    return float(vals.mean()), (float(vals.std(unbiased=True)) if n > 1 else 0.0)
+
+
+def group_reward_std(scores: Tensor, group_size: int) -> float:
+    """Mean over task groups of the within-group unbiased std of the scores (the spread that
+    `group_advantages` divides by): `grpo/group_reward_std`. scores (N,), group-contiguous."""
+    return float(scores.double().reshape(-1, group_size).std(dim=1, unbiased=True).mean())
+

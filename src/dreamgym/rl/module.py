@@ -22,7 +22,9 @@ import lightning as L
 import torch
 
 from dreamgym.config import TrainPolicyConfig
-from dreamgym.rl.advantages import broadcast_sequence_advantages, filter_zero_variance_groups, gae, group_advantages, whiten
+from dreamgym.models.distributed import clip_grad_norm_
+from dreamgym.rl.advantages import (broadcast_sequence_advantages, filter_zero_variance_groups, gae, group_advantages,
+                                    group_reward_std, masked_mean_std, whiten)
 from dreamgym.rl.batch import RolloutBatch, micro_batch_weights, micro_batches, policy_forward
 from dreamgym.rl.losses import clipped_pg_loss, explained_variance, kl_penalty, masked_mean, value_loss
 
@@ -95,7 +97,9 @@ class PolicyRL(L.LightningModule):
                 opt.zero_grad()
                 mstats = self.accumulate_gradients(batch, mb, old_logp, old_values, ref_logp, adv, returns,
                                                    self.manual_backward)
-                self.clip_gradients(opt, gradient_clip_val=a.max_grad_norm, gradient_clip_algorithm="norm")
+                norm = clip_grad_norm_(self.parameters(), a.max_grad_norm or None, self._trainer)
+                if norm is not None:  # the norm before clipping, averaged over the updates like the losses
+                    mstats = {**mstats, "grad_norm": float(norm)}
                 opt.step()
                 self.policy_version += 1
                 self.tokens_trained += int(batch.response_mask[mb].sum().item())
@@ -119,15 +123,18 @@ class PolicyRL(L.LightningModule):
         mask = batch.response_mask
         if a.name == "ppo":
             adv, returns = gae(batch.token_rewards, old_values, mask, a.gamma, a.lam)
-            adv = whiten(adv, mask)
-            return adv, returns, torch.ones(len(batch), dtype=torch.bool), {}
+            adv_mean, adv_std = masked_mean_std(adv, mask)
+            extra = {"advantage_mean": adv_mean, "advantage_std": adv_std,
+                     "return_mean": masked_mean_std(returns, mask)[0], "value_mean": masked_mean_std(old_values, mask)[0]}
+            return whiten(adv, mask), returns, torch.ones(len(batch), dtype=torch.bool), extra
         # GRPO: rows are grouped by task in order (group_size consecutive rollouts per task)
         seq_adv, zero_var = group_advantages(batch.scores, a.group_size)
         keep, share = filter_zero_variance_groups(zero_var, a.group_size)
         if not a.filter_zero_var:
             keep = torch.ones_like(keep)
         return (broadcast_sequence_advantages(seq_adv, mask), None, keep.to(mask.device),
-                {"zero_var_groups": share, "score_mean": batch.scores.mean().item()})
+                {"zero_var_groups": share, "score_mean": batch.scores.mean().item(),
+                 "group_reward_std": group_reward_std(batch.scores, a.group_size)})
 
     def accumulate_gradients(self, batch, mb, old_logp, old_values, ref_logp, adv, returns, backward) -> dict:
         """Backward of minibatch `mb`'s loss, one micro-batch (`algo.micro_batch_tokens`) at a time: the same
