@@ -111,5 +111,5 @@ def test_dpo_policy_cli_from_sft_warm_start(tmp_path, offline_data):
     assert (run / "checkpoints" / "adapter" / "adapter_config.json").is_file() and s["policy_init"] == str(sft)
     assert (run / "config.yaml").is_file()
     scalars = tb_scalars(run)
-    assert {"dpo/loss", "dpo/val_loss", "dpo/reward_accuracy", "dpo/val_reward_accuracy"} <= scalars
+    assert {"dpo/loss", "dpo/val_loss", "dpo/reward_accuracy", "dpo/val_reward_accuracy", "dpo/grad_norm"} <= scalars
     assert check_metric_names(scalars) == []

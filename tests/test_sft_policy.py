@@ -69,6 +69,45 @@ def test_loss_is_the_token_mean_nll_of_action_tokens_only(monkeypatch):
     assert logp.grad[context].abs().max() == 0 and (logp.grad[~context] != 0).all()
 
 
+def _grads_of_one_batch(mode: str, budget: int, batch: dict) -> tuple[torch.Tensor, dict, list[torch.Tensor], int]:
+    from dreamgym.config import DPOPolicyConfig
+
+    kind = DPOPolicyConfig if mode == "dpo" else SFTPolicyConfig
+    cfg = load_config(kind, [CFG], [f"train.micro_batch_tokens={budget}"])
+    torch.manual_seed(0)
+    module = OfflinePolicy(cfg, *load_model(cfg.model, for_training=True))
+    for n, p in module.model.named_parameters():  # LoRA B starts at 0: give it values so A gets gradients too
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.02, generator=torch.Generator().manual_seed(1))
+    passes = []
+    loss, stats = module.accumulate_gradients(batch, lambda t: (passes.append(1), t.backward()))
+    return loss, stats, [p.grad.clone() for p in module.model.parameters() if p.requires_grad], len(passes)
+
+
+def test_micro_batches_give_the_one_pass_gradient_loss_and_stats_sft_and_dpo():
+    """`train.micro_batch_tokens` bounds the tokens of one forward/backward pass; the step's gradient, loss and
+    stats are those of one pass over the whole batch (SFT weighs parts by action tokens, DPO by pairs)."""
+    g = torch.Generator().manual_seed(0)
+    rows = [(torch.randint(5, 400, (n,), generator=g).tolist(), [0] * (n // 2) + [1] * (n - n // 2))
+            for n in (9, 23, 14, 30, 5, 17)]
+    sft_batch = collate_examples(rows, pad_id=0)
+    dpo_batch = dict(sft_batch, ref_chosen=torch.tensor([-3.0, -7.5, -1.0]), ref_rejected=torch.tensor([-4.0, -2.0, -9.0]))
+    for mode, batch in (("sft", sft_batch), ("dpo", dpo_batch)):
+        whole = _grads_of_one_batch(mode, 0, batch)
+        assert whole[3] == 1
+        # SFT lengths 30 23 17 14 9 5, DPO pairs (2 x the longer row) 60 46 34. Budget 30: SFT 30 | 23 | 17 | 14+9 | 5,
+        # DPO one pair per pass; budget 100: SFT 30+23+17 | 14+9+5, DPO 60 | 46+34
+        for budget, passes in ((30, {"sft": 5, "dpo": 3}), (100, {"sft": 2, "dpo": 2})):
+            part = _grads_of_one_batch(mode, budget, batch)
+            assert part[3] == passes[mode]
+            torch.testing.assert_close(part[0], whole[0], rtol=1e-5, atol=1e-6)
+            assert part[1].keys() == whole[1].keys() and part[1]["tokens"] == whole[1]["tokens"] == 51.0
+            for k in whole[1]:
+                assert abs(part[1][k] - whole[1][k]) <= 1e-5 * max(1.0, abs(whole[1][k])), (mode, budget, k)
+            for a, b in zip(part[2], whole[2]):
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
 def test_sft_policy_cli_lowers_the_loss_exports_resolves_and_resumes(tmp_path, offline_data, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run = tmp_path / "run"
@@ -84,7 +123,8 @@ def test_sft_policy_cli_lowers_the_loss_exports_resolves_and_resumes(tmp_path, o
     assert resolve_policy("sft") == "checkpoints/sft" and resolve_policy("base") is None
     assert (run / "provenance.json").is_file() and s["adapter_dir"] == str(run / "checkpoints" / "adapter")
     scalars = tb_scalars(run)
-    assert {"sft/loss", "sft/val_loss", "sft/tokens_trained"} <= scalars and check_metric_names(scalars) == []
+    assert {"sft/loss", "sft/val_loss", "sft/tokens_trained", "sft/grad_norm"} <= scalars
+    assert check_metric_names(scalars) == []
     res = CliRunner().invoke(app, args + ["--resume", "train.max_epochs=5"])
     assert res.exit_code == 0, res.output
     s2 = json.loads((run / "summary.json").read_text())

@@ -119,6 +119,8 @@ METRICS: dict[str, str] = {
     "sft/loss": "policy SFT: token-mean NLL over demonstrated action tokens (context tokens never count)",
     "sft/val_loss": "policy SFT: the same NLL on held-out demonstration episodes",
     "sft/tokens_trained": "action tokens that received the SFT loss so far",
+    "sft/grad_norm": "policy SFT: global gradient norm before clipping",
+    "dpo/grad_norm": "DPO: global gradient norm before clipping",
     "dpo/loss": "DPO loss -log sigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r))), mean over pairs",
     "dpo/val_loss": "DPO loss on held-out preference pairs",
     "dpo/reward_accuracy": "share of pairs whose implicit reward margin is positive",

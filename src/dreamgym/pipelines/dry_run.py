@@ -266,10 +266,13 @@ def _build_offline(cfg: SFTPolicyConfig, objects: dict):
     opt = module.configure_optimizers()
     opt = objects["optimizer"] = opt["optimizer"] if isinstance(opt, dict) else opt
     rep.total_params, rep.trainable_params = _count(module)
-    t = cfg.train
+    t, context = cfg.train, cfg.rollout.max_context_tokens
+    per_unit = 2 if isinstance(cfg, DPOPolicyConfig) else 1  # a DPO pair is two rows, always in one pass
+    rows = t.batch_size * per_unit
+    if t.micro_batch_tokens:  # rows in one forward/backward pass
+        rows = min(rows, per_unit * max(1, t.micro_batch_tokens // (per_unit * context)))
     rep.memory_gib = _memory(model, cfg.model, training=True, trainable=rep.trainable_params,
-                             act_tokens=(t.batch_size * (2 if isinstance(cfg, DPOPolicyConfig) else 1),
-                                         cfg.rollout.max_context_tokens))
+                             act_tokens=(rows, context))
     return [rep], dict(optimizer_groups=_groups(opt), batch_size=t.batch_size)
 
 

@@ -82,7 +82,7 @@ def build_offline_policy(cfg: SFTPolicyConfig, run: RunDir, data: Sequence[str |
         callbacks.append(RichProgressBar())
     device = next(model.parameters()).device
     trainer = L.Trainer(accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, max_epochs=t.max_epochs,
-                        max_steps=t.max_steps, gradient_clip_val=t.max_grad_norm or None, logger=logger,
+                        max_steps=t.max_steps, logger=logger,  # the module clips (train.max_grad_norm)
                         callbacks=callbacks, enable_progress_bar=t.progress, enable_model_summary=False,
                         num_sanity_val_steps=0, log_every_n_steps=1, limit_val_batches=1.0 if datamodule.val else 0,
                         default_root_dir=str(run.path))

@@ -1,5 +1,7 @@
 """`OfflinePolicy`: the LightningModule of the offline baselines, SFT (behaviour cloning) and DPO, on the
-LoRA policy (automatic optimization, one optimizer step per batch).
+LoRA policy: one optimizer step per batch, its gradient accumulated over micro-batches of at most
+`train.micro_batch_tokens` padded tokens (manual optimization: the same gradient as one pass, the activation
+memory of one micro-batch), clipped to `train.max_grad_norm` by one foreach norm that is also logged.
 
 Both score action tokens with `rl.batch.policy_forward`, the function PolicyRL scores rollouts with (LM
 head only at response positions, full-vocabulary softmax at temperature 1):
@@ -9,7 +11,7 @@ head only at response positions, full-vocabulary softmax at temperature 1):
   computed once before training by `fill_reference_logps` (the policy as loaded: base with a fresh, zero
   LoRA, i.e. adapter disabled, or the warm-start adapter). Logs `dpo/loss`, `dpo/val_loss`,
   `dpo/reward_accuracy`, `dpo/reward_margin`, `dpo/chosen_reward`, `dpo/rejected_reward`,
-  `dpo/val_reward_accuracy`, `dpo/tokens_trained`.
+  `dpo/val_reward_accuracy`, `dpo/tokens_trained`; both `<mode>/grad_norm` (before clipping).
 Checkpoints hold the trainable (adapter) weights only plus the module's counters; the frozen base is rebuilt
 from `model.*` on resume.
 """
@@ -22,7 +24,8 @@ import lightning as L
 import torch
 
 from dreamgym.config import DPOPolicyConfig, SFTPolicyConfig
-from dreamgym.rl.batch import policy_forward
+from dreamgym.models.distributed import clip_grad_norm_
+from dreamgym.rl.batch import micro_batches, policy_forward
 from dreamgym.rl.dpo import dpo_loss, sequence_logps
 from dreamgym.rl.sft_data import TokenizedPair, collate_pairs
 
@@ -40,6 +43,7 @@ class OfflinePolicy(L.LightningModule):
         self.val_losses: list[float] = []
         self.val_accuracies: list[float] = []
         self._val: dict[str, float] = {}
+        self.automatic_optimization = False  # micro-batched gradient accumulation (accumulate_gradients)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         mask = batch["response_mask"]
@@ -53,15 +57,51 @@ class OfflinePolicy(L.LightningModule):
                                d.beta, d.label_smoothing)
         return loss, {**stats, "tokens": float(mask.sum())}
 
+    def accumulate_gradients(self, batch: dict[str, torch.Tensor], backward) -> tuple[torch.Tensor, dict[str, float]]:
+        """`backward` of the batch's loss one micro-batch (`train.micro_batch_tokens`) at a time, each trimmed to
+        its longest row and weighted by its share (SFT: of the action tokens, the loss being a token mean;
+        DPO: of the pairs, whose rows stay together). Returns the batch's loss (detached) and stats, equal to
+        one pass over the whole batch."""
+        attn = batch["attention_mask"]
+        lengths = attn.sum(-1)
+        if self.mode == "dpo":  # units are pairs, rows 2i (chosen) and 2i + 1 (rejected): two rows of the longer
+            lengths = 2 * torch.maximum(lengths[0::2], lengths[1::2])
+        parts = micro_batches(torch.arange(len(lengths)), lengths, self.cfg.train.micro_batch_tokens)
+        total_tokens = float(batch["response_mask"].sum())
+        loss_sum, stats_sum = torch.zeros((), device=attn.device), {}
+        for part in parts:
+            rows = torch.stack([2 * part, 2 * part + 1], dim=1).reshape(-1) if self.mode == "dpo" else part
+            rows = rows.to(attn.device)
+            cols = int(attn[rows].sum(-1).max())  # right-padded: nothing real lies beyond
+            sub = {k: v[rows, :cols] for k, v in batch.items() if k in ("input_ids", "attention_mask", "response_mask")}
+            if self.mode == "dpo":
+                sub.update(ref_chosen=batch["ref_chosen"][part.to(batch["ref_chosen"].device)],
+                           ref_rejected=batch["ref_rejected"][part.to(batch["ref_rejected"].device)])
+                weight = len(part) / len(lengths)
+            else:
+                weight = float(sub["response_mask"].sum()) / max(total_tokens, 1.0)
+            loss, stats = self.loss(sub)
+            backward(loss * weight)
+            loss_sum += loss.detach() * weight
+            for k, v in stats.items():
+                stats_sum[k] = stats_sum.get(k, 0.0) + (v if k == "tokens" else v * weight)
+        return loss_sum, stats_sum
+
     # -- Lightning --------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, stats = self.loss(batch)
+        opt = self.optimizers()
+        opt.zero_grad()
+        loss, stats = self.accumulate_gradients(batch, self.manual_backward)
+        norm = clip_grad_norm_(self.model.parameters(), self.cfg.train.max_grad_norm or None, self._trainer)
+        opt.step()
         self.tokens_trained += int(stats.pop("tokens"))
         rows = batch["input_ids"].shape[0]
-        logs = {f"{self.mode}/loss": loss.detach(), f"{self.mode}/tokens_trained": float(self.tokens_trained)}
+        logs = {f"{self.mode}/loss": loss, f"{self.mode}/tokens_trained": float(self.tokens_trained)}
+        if norm is not None:
+            logs[f"{self.mode}/grad_norm"] = norm
         logs.update({f"dpo/{k}": v for k, v in stats.items()})
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=rows, prog_bar=False)
-        self.train_losses.append(float(loss.detach()))
+        self.train_losses.append(float(loss))
         return loss
 
     def on_validation_epoch_start(self) -> None:
