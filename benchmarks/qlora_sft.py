@@ -34,18 +34,23 @@ from memory_qlora import SHAPES, build_bf16_model, make_config  # noqa: E402 -- 
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
             max_position_embeddings=4096)
 """--shape tiny: qwen2.5-1.5b shrunk for the CPU smoke run"""
+TINY_DEEP = dict(TINY, hidden_size=32, intermediate_size=64, num_hidden_layers=28)
+"""--shape tiny-deep: qwen2.5-1.5b's 28 layers (392 LoRA tensors at r16 on every projection) at toy width: the same
+ops per training step as the real model at CPU cost (`benchmarks/sft.py --count-ops`)"""
+SMALL_SHAPES = {"tiny": TINY, "tiny-deep": TINY_DEEP}
 
 
 def write_shaped_model(shape: str, out: Path, device: str, seed: int = 0) -> int:
-    """A random-init causal LM of `shape` (a memory_qlora SHAPES name, or 'tiny') with the SmolLM2 tokenizer's
-    vocabulary, saved (bf16) with that tokenizer to `out`; returns its parameter count."""
+    """A random-init causal LM of `shape` (a memory_qlora SHAPES name, 'tiny' or 'tiny-deep') with the SmolLM2
+    tokenizer's vocabulary, saved (bf16) with that tokenizer to `out`; returns its parameter count."""
     from dreamgym.config import ModelConfig
     from dreamgym.models.loading import load_tokenizer
 
     tok = load_tokenizer(ModelConfig())
-    overrides = dict(TINY) if shape == "tiny" else {}
-    cfg = make_config("qwen2.5-1.5b" if shape == "tiny" else shape, vocab_size=len(tok), bos_token_id=tok.bos_token_id,
-                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **overrides)
+    overrides = dict(SMALL_SHAPES.get(shape, {}))
+    cfg = make_config("qwen2.5-1.5b" if shape in SMALL_SHAPES else shape, vocab_size=len(tok),
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                      **overrides)
     torch.manual_seed(seed)
     model = build_bf16_model(cfg, device)
     model.save_pretrained(out)
@@ -60,7 +65,7 @@ def write_shaped_model(shape: str, out: Path, device: str, seed: int = 0) -> int
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, required=True, help="SFT records (annotate output) or trajectory files")
-    ap.add_argument("--shape", default="qwen2.5-1.5b", choices=sorted(SHAPES) + ["tiny"])
+    ap.add_argument("--shape", default="qwen2.5-1.5b", choices=sorted(SHAPES) + sorted(SMALL_SHAPES))
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     ap.add_argument("--steps", type=int, default=24, help="optimizer steps (sft.max_steps)")
     ap.add_argument("--batch-size", type=int, default=4)

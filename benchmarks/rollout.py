@@ -16,6 +16,12 @@ rollout (prefill included).
     python benchmarks/rollout.py --device cpu --quick      # < 1 min on 2 CPU cores, embedded SmolLM2-135M
     python benchmarks/rollout.py --device cpu              # B in 1, 16, 64
     python benchmarks/rollout.py --device cuda             # 1.5B-shaped random-init model, B in 1, 16, 64, 256
+    python benchmarks/rollout.py --device cpu --quick --lora-rank 16 --count-ops   # the policy's LoRA attached
+
+`--lora-rank R` wraps the model in the policy's adapter (peft LoRA on every projection, alpha 2R, random
+non-zero init as after training): the RL workload, whose rollouts run the adapter unmerged (both backends).
+`--count-ops` adds the engine's compute ops per decode step (prefill included; `dreamgym.op_count`, a
+device-independent proxy for GPU kernel launches) from one more, untimed engine rollout per batch.
 
 The last line reads `rollout speedup vs hf generate: N.NNx (batch B)` for the largest batch measured.
 """
@@ -110,6 +116,19 @@ def build_model(device: str, dtype: str):
     return model.eval(), tok
 
 
+def attach_lora(model, rank: int, seed: int = 0):
+    """The policy's adapter (config.models.LoraSettings' projections, alpha 2r) with random non-zero B, so the
+    adapter changes the outputs as a trained one does; peft's unmerged LoRA layers run in every forward."""
+    from peft import LoraConfig, get_peft_model
+
+    from dreamgym.config.models import LoraSettings
+
+    torch.manual_seed(seed)
+    cfg = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=LoraSettings().target_modules,
+                     init_lora_weights=False)
+    return get_peft_model(model, cfg).eval()
+
+
 def measure(model, tok, tasks, recordings, batch: int, turns: int, new_tokens: int, obs_chars: int, backend: str,
             listed: int = 30):
     groups = max(1, batch // GROUP)
@@ -186,6 +205,10 @@ def main() -> None:
     ap.add_argument("--compile-decode", action="store_true", help="compile the static-shape decode step with "
                     "torch.compile (fused kernels) before the CUDA graph captures it; the warm-up runs compile")
     ap.add_argument("--torch-profile", action="store_true", help="torch.profiler table of one engine rollout")
+    ap.add_argument("--lora-rank", type=int, default=0, help="attach the policy's LoRA adapter of this rank "
+                    "(0 = the bare model, as the recorded tables)")
+    ap.add_argument("--count-ops", action="store_true", help="compute ops per engine decode step (one more "
+                    "untimed engine rollout per batch)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -195,13 +218,16 @@ def main() -> None:
         batches = args.batches or ([1, 16, 64, 256] if args.device == "cuda" else [1, 16, 64])
         turns, new_tokens, obs_chars = args.turns, args.new_tokens, args.obs_chars
     model, tok = build_model(args.device, args.dtype)
+    if args.lora_rank:
+        model = attach_lora(model, args.lora_rank)
     global PADDED, COMPILE
     PADDED, COMPILE = args.padded_decode, args.compile_decode
     tasks, recordings = record_pages(max(1, max(batches) // GROUP), turns)
     dev = torch.cuda.get_device_name() if args.device == "cuda" else f"{platform.processor() or 'cpu'}, {torch.get_num_threads()} threads"
     print(f"# rollout benchmark: {type(model).__name__} {sum(p.numel() for p in model.parameters()) / 1e6:.0f}M "
           f"{next(model.parameters()).dtype}, {dev}; {turns} turns, {new_tokens} new tokens/turn max, "
-          f"groups of {GROUP}, observations {obs_chars} chars")
+          f"groups of {GROUP}, observations {obs_chars} chars"
+          + (f"; LoRA r={args.lora_rank} on every projection (unmerged)" if args.lora_rank else ""))
     listed = 5 if args.quick else 30
     measure(model, tok, tasks, recordings, min(batches), 1, 4, obs_chars, "engine", listed)  # warm-up (allocation, kernels)
     print(f"{'B':>4} {'hf tok/s':>9} {'engine tok/s':>12} {'speedup':>8} {'same tokens':>11} {'max |dlogp|':>11} "
@@ -232,6 +258,15 @@ def main() -> None:
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14, max_name_column_width=40))
             print(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=60))
             print("     " + kernel_counts(prof, prof_result, eng, before_steps))
+        if args.count_ops:
+            from dreamgym.op_count import OpCounter
+
+            before_steps = eng.stats["decode_steps"]
+            with OpCounter() as ops:
+                measure(model, tok, tasks, recordings, b, turns, new_tokens, obs_chars, "engine", listed)
+            steps = max(1, eng.stats["decode_steps"] - before_steps)
+            top = ", ".join(f"{k} {v / steps:.0f}" for k, v in ops.by_name.most_common(6))
+            print(f"     engine compute ops per decode step (prefill included): {ops.total / steps:.0f} ({top})")
         if args.profile:
             print("     engine time (profiled run): " + ", ".join(f"{k} {v:.3f}" for k, v in eng.timing.items())
                   + f", total {t_prof:.3f} s; unprofiled {t_fast:.3f} s", flush=True)

@@ -1,5 +1,6 @@
 """The benchmarks of benchmarks/ cannot rot: the SFT and synthetic-env benchmarks run end to end on the
 tiny-random model with the smallest workloads (seconds) and print their machine-readable last line; the
+rollout benchmark's workload runs both backends with the policy's LoRA attached; the
 GPU memory benchmark's pure helpers are checked on CPU (real configs' parameter counts, the NF4 size
 estimate, the SFT batch layout, a tiny NF4 model built layer by layer through bitsandbytes' CPU path)."""
 
@@ -150,3 +151,24 @@ def test_policy_update_memory_benchmark_runs_each_setting_apart_and_prints_the_r
     assert re.fullmatch(r"policy update peak memory whole/micro: \d+\.\d\dx", lines[-1]) and ratio > 0
     rows = [ln.split() for ln in lines[2:-1]]
     assert [r[0] for r in rows] == ["whole", "48"] and all(int(r[1]) > 0 for r in rows)
+
+
+def test_rollout_benchmark_workload_with_the_policy_lora_engine_matches_hf():
+    """The rollout benchmark's workload (scripted WebShop pages, a group of 4, 2 turns) on tiny-random with the
+    policy's LoRA attached (unmerged, non-zero): both backends give the same greedy tokens; the adapter runs."""
+    from dreamgym.config import ModelConfig
+    from dreamgym.models.loading import load_model
+
+    rollout = _load("rollout")
+    model, tok = load_model(ModelConfig(name="tiny-random", device="cpu"))
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        bare = model(ids).logits
+    model = rollout.attach_lora(model, 4)
+    with torch.no_grad():
+        assert not torch.allclose(model(ids).logits, bare)            # non-zero B: the adapter changes outputs
+    tasks, recordings = rollout.record_pages(1, 2)
+    hf, _ = rollout.measure(model, tok, tasks, recordings, 4, 2, 6, 200, "hf", listed=5)
+    fast, _ = rollout.measure(model, tok, tasks, recordings, 4, 2, 6, 200, "engine", listed=5)
+    agree, dlogp = rollout.compare(hf, fast)
+    assert agree == 1.0 and dlogp < 1e-4 and fast.tokens_generated == hf.tokens_generated > 0
