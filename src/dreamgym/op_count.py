@@ -20,7 +20,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 __all__ = ["OpCounter", "NOT_KERNELS"]
 
-NOT_KERNELS = frozenset({"detach", "alias", "empty", "empty_strided", "new_empty", "new_empty_strided",
+NOT_KERNELS = frozenset({"detach", "alias", "_unsafe_view", "empty", "empty_strided", "new_empty", "new_empty_strided",
                          "_local_scalar_dense", "lift_fresh", "is_same_size", "set_",
                          "_has_compatible_shallow_copy_type"})
 """ATen ops that allocate or read memory without launching a compute kernel"""
