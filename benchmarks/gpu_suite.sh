@@ -2,7 +2,8 @@
 # The GPU table in one run (issues 5 and 8), most wanted first, each stage under its own time cap so that one
 # hang or failure still leaves the others' numbers: the 8B NF4 + 3B LoRA memory check, the rollout benchmark
 # in bf16 (B = 1, 16, 64, 256), QLoRA SFT of a 1.5B-shaped experience model through fit-world-model, a
-# kernel profile of the engine, the engine with its decode step compiled (torch.compile), the engine-vs-HF
+# kernel profile of the engine, the engine with its decode step compiled (torch.compile), the rollout with the
+# policy's LoRA attached (eager-in-graph and compiled; the RL workload runs the adapter unmerged), the engine-vs-HF
 # and FSDP tests on CUDA, the rollout benchmark in fp32 (exactness), SFT ours-vs-plain on the 1.5B QLoRA
 # model. On a machine without PyPI access, first build wheels on one that has it:
 #   pip wheel --no-deps -w wheels omegaconf antlr4-python3-runtime bm25s PyStemmer rapidfuzz pytest pluggy iniconfig
@@ -34,7 +35,7 @@ stage() {  # stage SECONDS TITLE COMMAND...: run under a time cap, say how it en
   echo "## $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader)"
   python3 -c "import sys, torch, transformers, peft, lightning; print('python', sys.version.split()[0], 'torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'lightning', lightning.__version__)"
   python3 -c "import bitsandbytes as b; print('bitsandbytes', b.__version__)" 2>&1 | tail -1
-  for name in ${STAGES:-memory rollout qlora profile compile graphs tests fp32 sft}; do
+  for name in ${STAGES:-memory rollout qlora profile compile lora graphs tests fp32 sft}; do
     case $name in
       memory) stage 110 "memory: 8B NF4 experience model + 3B LoRA policy" python3 benchmarks/memory_qlora.py ;;
       rollout) stage 150 "rollout bf16 (engine vs HF generate)" python3 benchmarks/rollout.py --device cuda --profile ${ROLLOUT_ARGS:-} ;;
@@ -43,6 +44,9 @@ stage() {  # stage SECONDS TITLE COMMAND...: run under a time cap, say how it en
       profile) stage 60 "engine kernel profile (B=16)" python3 benchmarks/rollout.py --device cuda --batches 16 --torch-profile ;;
       compile) stage 240 "rollout bf16, decode step compiled (torch.compile) then captured, B=16" \
         python3 benchmarks/rollout.py --device cuda --batches 16 --compile-decode --profile ;;
+      lora) stage 300 "rollout bf16 with the policy's LoRA r16: CUDA graph, then compiled + graph, B=16" bash -c \
+        "python3 benchmarks/rollout.py --device cuda --batches 16 --lora-rank 16 --profile && \
+         python3 benchmarks/rollout.py --device cuda --batches 16 --lora-rank 16 --compile-decode --profile" ;;
       graphs) stage 45 "CUDA graph capture check" python3 benchmarks/graph_check.py ;;
       tests) stage 120 "GPU tests (engine vs HF, CUDA graphs; FSDP vs DDP)" \
         python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_engine.py tests/test_distributed.py -rs ;;
@@ -52,7 +56,7 @@ stage() {  # stage SECONDS TITLE COMMAND...: run under a time cap, say how it en
              write_shaped_model('qwen2.5-1.5b', Path('$MODEL_1B5'), 'cuda')"
            stage 90 "SFT ours vs plain peft loop, 1.5B QLoRA" python3 benchmarks/sft.py --device cuda --model $MODEL_1B5 \
              -c configs/paper/webshop_world_model.yaml --examples ${SFT_EXAMPLES:-32} --batch-size ${SFT_BATCH:-4} --threads 0 ;;
-      *) echo "unknown stage '$name' (expected: memory rollout qlora profile compile graphs tests fp32 sft)"; exit 2 ;;
+      *) echo "unknown stage '$name' (expected: memory rollout qlora profile compile lora graphs tests fp32 sft)"; exit 2 ;;
     esac
   done
 } 2>&1 | tee "$LOG"
