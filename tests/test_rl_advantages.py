@@ -129,4 +129,3 @@ def test_group_reward_std_is_the_mean_unbiased_std_per_group():
     scores = torch.tensor([0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0])  # groups of 4: std 1/sqrt(3), then 0
     assert group_reward_std(scores, 4) == pytest.approx((1 / 3) ** 0.5 / 2, abs=1e-12)
     assert group_reward_std(torch.tensor([0.0, 2.0]), 2) == pytest.approx(2 ** 0.5, abs=1e-12)
-

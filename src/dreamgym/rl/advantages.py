@@ -151,4 +151,3 @@ def group_reward_std(scores: Tensor, group_size: int) -> float:
     """Mean over task groups of the within-group unbiased std of the scores (the spread that
     `group_advantages` divides by): `grpo/group_reward_std`. scores (N,), group-contiguous."""
     return float(scores.double().reshape(-1, group_size).std(dim=1, unbiased=True).mean())
-
