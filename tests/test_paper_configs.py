@@ -158,7 +158,7 @@ def test_fsdp_preset_builds_lightning_fsdp_with_the_single_gpu_effective_batch(r
     assert fsdp.models[0].memory_gib["weights"] > 14  # bf16 base, sharded over the 8 devices at run time
 
 
-def test_dry_run_memory_estimate_and_budgets(reports):
+def test_dry_run_memory_estimate_and_budgets(reports, monkeypatch):
     wm = reports["webshop_world_model.yaml"]
     # 4-bit decoder linears (6,979,321,856 weights at ~0.516 B) + fp32 embeddings/head/norms (QLoRA training)
     assert 7.0 < wm.models[0].memory_gib["weights"] < 7.5
@@ -167,5 +167,10 @@ def test_dry_run_memory_estimate_and_budgets(reports):
     assert 5.0 < inference < 5.6  # same 4-bit body, bf16 embeddings and head
     assert reports["webshop_s2r.yaml"].facts["s2r_real_budget"] == 5000
     assert reports["webshop_grpo_real.yaml"].objects["venv"] == "BudgetedVectorEnv"
+    for name, rows in (("webshop_sft.yaml", 8), ("webshop_dpo.yaml", 8)):  # 8 episodes / 8 pairs (16 rows) a batch
+        micro = reports[name].models[0].memory_gib["activations"]  # 4096-token micro-batches: 1 episode / 1 pair
+        monkeypatch.chdir(ROOT)  # the presets name their model folders relative to the repository
+        whole = build(PAPER / name, ["train.micro_batch_tokens=0"], encoder="hashing")
+        assert whole.models[0].memory_gib["activations"] == pytest.approx(rows * micro, rel=0.01), name
     qwen = next(m for m in reports["grpo+qwen2.5-7b"].models if m.role == "policy")
     assert qwen.memory_gib["kv_cache"] == pytest.approx(reports["webshop_grpo.yaml"].models[0].memory_gib["kv_cache"] / 2)
