@@ -124,8 +124,8 @@ class PolicyRL(L.LightningModule):
         if a.name == "ppo":
             adv, returns = gae(batch.token_rewards, old_values, mask, a.gamma, a.lam)
             adv_mean, adv_std = masked_mean_std(adv, mask)
-            extra = {"advantage_mean": adv_mean, "advantage_std": adv_std, "return_mean": masked_mean_std(returns, mask)[0],
-                     "value_mean": masked_mean_std(old_values, mask)[0]}
+            extra = {"advantage_mean": adv_mean, "advantage_std": adv_std,
+                     "return_mean": masked_mean(returns, mask).item(), "value_mean": masked_mean(old_values, mask).item()}
             return whiten(adv, mask), returns, torch.ones(len(batch), dtype=torch.bool), extra
         # GRPO: rows are grouped by task in order (group_size consecutive rollouts per task)
         seq_adv, zero_var = group_advantages(batch.scores, a.group_size)

@@ -25,7 +25,7 @@ import torch
 
 from dreamgym.config import DPOPolicyConfig, SFTPolicyConfig
 from dreamgym.models.distributed import clip_grad_norm_
-from dreamgym.rl.batch import micro_batches, policy_forward
+from dreamgym.rl.batch import micro_batch_weights, micro_batches, policy_forward
 from dreamgym.rl.dpo import dpo_loss, sequence_logps
 from dreamgym.rl.sft_data import TokenizedPair, collate_pairs
 
@@ -67,9 +67,12 @@ class OfflinePolicy(L.LightningModule):
         if self.mode == "dpo":  # units are pairs, rows 2i (chosen) and 2i + 1 (rejected): two rows of the longer
             lengths = 2 * torch.maximum(lengths[0::2], lengths[1::2])
         parts = micro_batches(torch.arange(len(lengths)), lengths, self.cfg.train.micro_batch_tokens)
-        total_tokens = float(batch["response_mask"].sum())
+        if self.mode == "dpo":  # the loss is a mean over pairs
+            weights = [len(part) / len(lengths) for part in parts]
+        else:  # a token mean over action tokens
+            weights = [w for w, _ in micro_batch_weights(batch["response_mask"], parts, "token-mean")]
         loss_sum, stats_sum = torch.zeros((), device=attn.device), {}
-        for part in parts:
+        for part, weight in zip(parts, weights):
             rows = torch.stack([2 * part, 2 * part + 1], dim=1).reshape(-1) if self.mode == "dpo" else part
             rows = rows.to(attn.device)
             cols = int(attn[rows].sum(-1).max())  # right-padded: nothing real lies beyond
@@ -77,9 +80,6 @@ class OfflinePolicy(L.LightningModule):
             if self.mode == "dpo":
                 sub.update(ref_chosen=batch["ref_chosen"][part.to(batch["ref_chosen"].device)],
                            ref_rejected=batch["ref_rejected"][part.to(batch["ref_rejected"].device)])
-                weight = len(part) / len(lengths)
-            else:
-                weight = float(sub["response_mask"].sum()) / max(total_tokens, 1.0)
             loss, stats = self.loss(sub)
             backward(loss * weight)
             loss_sum += loss.detach() * weight
