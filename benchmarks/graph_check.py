@@ -41,7 +41,7 @@ def main() -> None:
     if not torch.cuda.is_available():
         sys.exit("graph_check.py needs CUDA")
     from dreamgym.config import ModelConfig
-    from dreamgym.models.decoder import _rotate_half, grouped_attention
+    from dreamgym.models.decoder import grouped_attention, rms_norm, rotate, signed_sin
     from dreamgym.models.engine import engine_for
     from dreamgym.models.loading import load_model
 
@@ -67,8 +67,8 @@ def main() -> None:
         layer = m.layers[0]
         capture("embedding", lambda: m.embed_tokens(ids[:, None]))
         capture("rotary_emb", lambda: m.rotary_emb(h, pos[:, None]))
-        capture("rotate_half", lambda: q * 2 + _rotate_half(q))
-        capture("input_layernorm", lambda: layer.input_layernorm(h))
+        capture("rotate (roll + addcmul)", lambda: rotate(q, q[:1], signed_sin(q[:1])))
+        capture("input_layernorm (F.rms_norm)", lambda: rms_norm(layer.input_layernorm, h))
         capture("q/k/v/o projections", lambda: layer.self_attn.q_proj(h))
         capture("mlp", lambda: layer.mlp(h))
         capture("cache write (index_put)", lambda: eng.K.__setitem__((0, rows, slice(None), pos), k[:, :, 0]))

@@ -5,7 +5,14 @@ cache layout. The modules are called as they are: peft's LoRA layers inside them
 `layer_qkv` (norm, projections, rotary) and `layer_out` (output projection, residuals, MLP), so the engine
 can compile them (regional compilation: one compiled graph serves every layer of the model) while the KV
 cache writes stay outside compiled code. Also: grouped-query attention that never expands K/V, and on CUDA
-its single-query (decode) case as plain matmuls."""
+its single-query (decode) case as plain matmuls.
+
+Kernel count matters here, not only arithmetic: a GPU decode step replayed from a CUDA graph was measured
+bound by its ~1,400 small kernels (benchmarks/RESULTS.md). So the eager layer uses fewer ops than the HF
+modules for the same math: RMSNorm through `F.rms_norm` (one fused kernel on CUDA, torch >= 2.9, instead of
+~8), rotary positions as `q * cos + roll(q) * sin_signed` (3 ops instead of 5 per tensor), and an unmerged
+peft LoRA projection as `addmm(base(x), A(x), B^T, alpha=scaling)` (the B matmul, scaling and add in one
+op). Anything these fast paths do not recognise runs through the module itself."""
 
 from __future__ import annotations
 
@@ -47,7 +54,7 @@ def decoder_forward(core: Any, ids: torch.Tensor, pos: torch.Tensor, attend, qkv
     m = core.model
     h = m.embed_tokens(ids)
     cos, sin = m.rotary_emb(h, pos)
-    cos, sin = cos[:, None], sin[:, None]  # (b, 1, T, D)
+    cos, sin = cos[:, None], signed_sin(sin[:, None])  # (b, 1, T, D)
     for li, layer in enumerate(m.layers):
         q, k, v = qkv(layer, h, cos, sin, n_heads, n_kv, head_dim)
         h = out(layer, h, attend(li, q, k, v))
@@ -57,36 +64,97 @@ def decoder_forward(core: Any, ids: torch.Tensor, pos: torch.Tensor, attend, qkv
 def layer_qkv(layer: Any, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, n_heads: int, n_kv: int,
               head_dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A layer's attention inputs from the residual stream h (b, T, hidden): input norm, q/k/v projections,
-    the q/k norms where the architecture has them (Qwen3), rotary positions. Returns (b, H|Hkv, T, D) each."""
+    the q/k norms where the architecture has them (Qwen3), rotary positions (`sin` as `signed_sin` gives it).
+    Returns (b, H|Hkv, T, D) each."""
     b, T = h.shape[0], h.shape[1]
     attn = layer.self_attn
-    x = layer.input_layernorm(h)
-    q = attn.q_proj(x).view(b, T, n_heads, head_dim)
-    k = attn.k_proj(x).view(b, T, n_kv, head_dim)
-    v = attn.v_proj(x).view(b, T, n_kv, head_dim).transpose(1, 2)
+    x = rms_norm(layer.input_layernorm, h)
+    q = project(attn.q_proj, x).view(b, T, n_heads, head_dim)
+    k = project(attn.k_proj, x).view(b, T, n_kv, head_dim)
+    v = project(attn.v_proj, x).view(b, T, n_kv, head_dim).transpose(1, 2)
     if hasattr(attn, "q_norm"):
-        q, k = attn.q_norm(q), attn.k_norm(k)
+        q, k = rms_norm(attn.q_norm, q), rms_norm(attn.k_norm, k)
     q, k = q.transpose(1, 2), k.transpose(1, 2)
-    q = q * cos + _rotate_half(q) * sin
-    k = k * cos + _rotate_half(k) * sin
-    return q, k, v
+    return rotate(q, cos, sin), rotate(k, cos, sin), v
 
 
 def layer_out(layer: Any, h: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
     """The residual stream after a layer, from its input h (b, T, hidden) and attention output o (b, H, T, D)."""
     b, H, T, D = o.shape
-    h = h + layer.self_attn.o_proj(o.transpose(1, 2).reshape(b, T, H * D))
-    return h + layer.mlp(layer.post_attention_layernorm(h))
+    h = h + project(layer.self_attn.o_proj, o.transpose(1, 2).reshape(b, T, H * D))
+    return h + mlp(layer.mlp, rms_norm(layer.post_attention_layernorm, h))
+
+
+def mlp(module: Any, x: torch.Tensor) -> torch.Tensor:
+    """A gated MLP, down(act(gate(x)) * up(x)), with LoRA-aware projections (else the module's own forward)."""
+    if not all(hasattr(module, a) for a in ("gate_proj", "up_proj", "down_proj", "act_fn")):
+        return module(x)
+    return project(module.down_proj, module.act_fn(project(module.gate_proj, x)) * project(module.up_proj, x))
+
+
+_HF_RMS_NORMS = ("LlamaRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm", "MistralRMSNorm")
+
+
+def rms_norm(module: Any, x: torch.Tensor) -> torch.Tensor:
+    """An HF RMSNorm module applied as `F.rms_norm` (float32 statistics, as HF computes them; HF rounds to the
+    input dtype before the weight, this rounds once after it: equal in float32, within one ulp in bf16). On
+    CUDA that is one fused kernel; unknown norm classes or a weight dtype other than x's run the module."""
+    w, eps = getattr(module, "weight", None), getattr(module, "variance_epsilon", None)
+    if type(module).__name__ not in _HF_RMS_NORMS or w is None or eps is None or w.dtype != x.dtype:
+        return module(x)
+    return F.rms_norm(x, (x.shape[-1],), w, eps)
+
+
+def project(module: Any, x: torch.Tensor) -> torch.Tensor:
+    """`module(x)` for a projection. An unmerged, enabled peft LoRA layer (plain LoRA, no dropout at run time,
+    no LoRA bias) is computed as base(x) + scaling * (x A^T) B^T with fewer ops than peft's forward: when x,
+    the adapter and the base output share a dtype, the B matmul, scaling and add are one `addmm` (3 ops
+    with the base matmul, instead of 5); with a float32 adapter on a bf16 base (peft's default upcast) the scaled add is in place,
+    in float32 and rounded once to the base's dtype, as peft's `Linear` rounds it (its bnb 4-bit layer rounds
+    the LoRA term to bf16 before the add: within an ulp) (5 ops instead of 7)."""
+    adapters = _plain_lora_adapters(module)
+    if adapters is None:
+        return module(x)
+    out = module.base_layer(x)
+    flat, x2 = out.reshape(-1, out.shape[-1]), x.reshape(-1, x.shape[-1])
+    for name in adapters:
+        a, b, scale = module.lora_A[name].weight, module.lora_B[name].weight, module.scaling[name]
+        xa = F.linear(x2.to(a.dtype), a)
+        if flat.dtype == a.dtype == b.dtype:
+            flat = torch.addmm(flat, xa, b.t(), alpha=scale)
+        else:
+            flat = flat.add_(F.linear(xa, b), alpha=scale)
+    return flat.view(out.shape)
+
+
+def _plain_lora_adapters(module: Any) -> list[str] | None:
+    """The active adapters of a peft LoRA layer that `project` may compute itself, or None (run the module)."""
+    if not hasattr(module, "lora_A") or not hasattr(module, "base_layer") or module.disable_adapters or module.merged:
+        return None
+    names = [n for n in module.active_adapters if n in module.lora_A]
+    for n in names:
+        b, drop = module.lora_B[n], module.lora_dropout[n]
+        if n in getattr(module, "lora_variant", {}) or b.bias is not None:
+            return None
+        if not (isinstance(drop, torch.nn.Identity) or not drop.training or drop.p == 0):
+            return None
+    return names
+
+
+def signed_sin(sin: torch.Tensor) -> torch.Tensor:
+    """HF's rotary `sin` with its first half negated: `rotate_half(x) * sin == roll(x, D/2) * signed_sin`."""
+    half = sin.shape[-1] // 2
+    return torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
+    """Rotary positions, HF's `x * cos + rotate_half(x) * sin`, as 3 ops: a multiply, a roll and an addcmul."""
+    return torch.addcmul(x * cos, torch.roll(x, x.shape[-1] // 2, dims=-1), sin_signed)
 
 
 def core_model(model: Any) -> Any:
     """The causal LM under a peft wrapper (its modules carry the LoRA layers)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
 
 
 def grouped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -122,9 +190,10 @@ def matmul_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
 
 def _fold_query_groups(q: torch.Tensor, mask: torch.Tensor, n_kv: int) -> tuple[torch.Tensor, torch.Tensor]:
     """q (b, H, T, D) as (b, Hkv, G*T, D) and the mask (b, 1, T, L) as (b, 1, G*T, L): query head h = j * G + g
-    attends with KV head j (HF's repeat_kv order)."""
+    attends with KV head j (HF's repeat_kv order). A single query's mask (b, 1, 1, L) already broadcasts over
+    the G folded rows, so decode steps keep it as it is (no copy per layer)."""
     b, H, T, D = q.shape
     G, L = H // n_kv, mask.shape[-1]
-    if G == 1:
-        return q, mask
+    if G == 1 or T == 1:
+        return q.reshape(b, n_kv, G * T, D), mask
     return q.reshape(b, n_kv, G * T, D), mask[:, :, None].expand(b, 1, G, T, L).reshape(b, 1, G * T, L)

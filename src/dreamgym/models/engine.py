@@ -39,7 +39,7 @@ from dreamgym.models.kv_slots import KVSlots, common_prefix
 from dreamgym.models.padded_decode import PaddedDecoder
 from dreamgym.models.sampling import pick_tokens
 from dreamgym.models.decoder import (SUPPORTED_MODEL_TYPES, core_model, decoder_forward, grouped_attention, layer_out,
-                                     layer_qkv, supports)
+                                     layer_qkv, rms_norm, supports)
 
 __all__ = ["KVEngine", "engine_for", "engine_supports"]
 
@@ -350,7 +350,7 @@ class KVEngine:
         h = decoder_forward(self.core, ids, pos, attend)
         last = valid.sum(1) - 1
         hl = h[torch.arange(b, device=device), last]
-        logits = self.core.lm_head(self.core.model.norm(hl))
+        logits = self.core.lm_head(rms_norm(self.core.model.norm, hl))
         for r, x in zip(rows, news):
             self.lengths[r] += len(x)
         return {r: logits[i] for i, r in enumerate(rows)}
@@ -392,7 +392,7 @@ class KVEngine:
 
         qkv, out = self.compiled_layers() if compiled else (None, None)
         h = decoder_forward(self.core, ids[:, None], pos[:, None], attend, qkv, out)
-        return self.core.lm_head(self.core.model.norm(h[:, 0]))
+        return self.core.lm_head(rms_norm(self.core.model.norm, h[:, 0]))
 
     @contextmanager
     def _timed(self, key: str):
