@@ -225,7 +225,8 @@ def test_cuda_engine_matches_hf(graphs, compiled):
 def test_matmul_attention_equals_sdpa_grouped_attention():
     """The CUDA decode attention (`matmul_attention`) computes what SDPA does, for grouped-query heads and
     ragged masks (checked here in float32 on CPU, where `grouped_attention` itself runs SDPA)."""
-    from dreamgym.models.decoder import grouped_attention, matmul_attention
+    from dreamgym.models.decoder import additive_mask, grouped_attention, matmul_attention
+    from dreamgym.op_count import OpCounter
 
     g = torch.Generator().manual_seed(0)
     for b, H, n_kv, T, L in [(4, 6, 2, 1, 37), (3, 4, 4, 1, 16), (2, 6, 3, 3, 20)]:
@@ -235,6 +236,21 @@ def test_matmul_attention_equals_sdpa_grouped_attention():
         mask = mask[:, None]  # (b, 1, T, L)
         torch.testing.assert_close(matmul_attention(q, k, v, mask), grouped_attention(q, k, v, mask),
                                    rtol=1e-6, atol=1e-6)
+        with OpCounter() as bool_ops:
+            want = matmul_attention(q, k, v, mask)
+        bias = additive_mask(mask)
+        with OpCounter() as bias_ops:
+            got = matmul_attention(q, k, v, bias)
+        assert torch.equal(got, want), "the additive bias gives the same float32 scores"
+        if T == 1:  # matmul, scale, not, masked_fill, softmax, matmul -> matmul, add, softmax, matmul
+            assert (sum(bool_ops.by_name.values()), sum(bias_ops.by_name.values())) == (6, 4)
+            qb, kb, vb = q.bfloat16(), k.bfloat16(), v.bfloat16()  # + two casts around the float32 softmax
+            with OpCounter() as bool_ops:
+                want = matmul_attention(qb, kb, vb, mask)
+            with OpCounter() as bias_ops:
+                got = matmul_attention(qb, kb, vb, bias)
+            assert torch.equal(got, want)
+            assert (sum(bool_ops.by_name.values()), sum(bias_ops.by_name.values())) == (8, 5)
 
 
 def test_grouped_query_attention_matches_hf():

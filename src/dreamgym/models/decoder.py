@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 __all__ = ["SUPPORTED_MODEL_TYPES", "supports", "core_model", "decoder_forward", "layer_qkv", "layer_out",
-           "grouped_attention", "matmul_attention"]
+           "grouped_attention", "matmul_attention", "additive_mask", "rms_norm", "project", "mlp", "rotate",
+           "signed_sin"]
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "qwen3", "mistral")
 
@@ -158,7 +159,8 @@ def core_model(model: Any) -> Any:
 
 
 def grouped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Attention of q (b, H, T, D) over k, v (b, Hkv, L, D) with a boolean mask (b, 1, T, L). Grouped-query
+    """Attention of q (b, H, T, D) over k, v (b, Hkv, L, D) with a boolean mask (b, 1, T, L) (or, for the
+    CUDA decode case, its float32 `additive_mask`). Grouped-query
     heads are folded into the query length, (b, Hkv, G*T, D), so K/V are never expanded to H heads (the
     kernels' own GQA support may copy K/V over the whole cache each step). On CUDA a single-query step
     (decode) runs as `matmul_attention`: measured on an H100 (bf16, 12 query / 2 KV heads of 128, one layer
@@ -180,12 +182,23 @@ def grouped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: t
 
 def matmul_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """`grouped_attention` written as two batched matmuls around a float32 softmax (grouped-query heads folded
-    the same way, K/V never expanded); every query row must see at least one position. For few queries."""
+    the same way, K/V never expanded); every query row must see at least one position. For few queries.
+    `mask` is boolean or, cheaper when it serves every layer of a step, its `additive_mask` (the scaled
+    scores and the bias then cost one kernel, the same float32 values: x * scale + 0 and -inf)."""
     b, H, T, D = q.shape
     q, mask = _fold_query_groups(q, mask, k.shape[1])
-    scores = torch.matmul(q, k.transpose(-1, -2)).float() * (D ** -0.5)
-    probs = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1).to(v.dtype)
+    scores = torch.matmul(q, k.transpose(-1, -2))
+    if mask.dtype == torch.bool:
+        scores = (scores.float() * (D ** -0.5)).masked_fill(~mask, float("-inf"))
+    else:
+        scores = torch.add(mask, scores, alpha=D ** -0.5)
+    probs = torch.softmax(scores, dim=-1).to(v.dtype)
     return torch.matmul(probs, v).reshape(b, H, T, D)
+
+
+def additive_mask(mask: torch.Tensor) -> torch.Tensor:
+    """A boolean attention mask as a float32 bias: 0 where visible, -inf where not."""
+    return torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_fill_(~mask, float("-inf"))
 
 
 def _fold_query_groups(q: torch.Tensor, mask: torch.Tensor, n_kv: int) -> tuple[torch.Tensor, torch.Tensor]:

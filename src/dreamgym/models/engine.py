@@ -38,8 +38,8 @@ import torch
 from dreamgym.models.kv_slots import KVSlots, common_prefix
 from dreamgym.models.padded_decode import PaddedDecoder
 from dreamgym.models.sampling import pick_tokens
-from dreamgym.models.decoder import (SUPPORTED_MODEL_TYPES, core_model, decoder_forward, grouped_attention, layer_out,
-                                     layer_qkv, rms_norm, supports)
+from dreamgym.models.decoder import (SUPPORTED_MODEL_TYPES, additive_mask, core_model, decoder_forward,
+                                     grouped_attention, layer_out, layer_qkv, rms_norm, supports)
 
 __all__ = ["KVEngine", "engine_for", "engine_supports"]
 
@@ -384,6 +384,8 @@ class KVEngine:
         device = self.K.device
         rows = torch.arange(a, device=device)
         mask = (torch.arange(Lk, device=device)[None, :] <= pos[:, None])[:, None, None, :]  # (a, 1, 1, Lk)
+        if mask.is_cuda:  # decode attention runs as matmuls there: one bias for all layers
+            mask = additive_mask(mask)
 
         def attend(layer: int, q, k, v):
             self.K[layer, rows, :, pos] = k[:, :, 0]
