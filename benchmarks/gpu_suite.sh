@@ -45,7 +45,7 @@ stage() {  # stage SECONDS TITLE COMMAND...: run under a time cap, say how it en
       compile) stage 240 "rollout bf16, decode step compiled (torch.compile) then captured, B=16" \
         python3 benchmarks/rollout.py --device cuda --batches 16 --compile-decode --profile ;;
       lora) stage 300 "rollout bf16 with the policy's LoRA r16: CUDA graph, then compiled + graph, B=16" bash -c \
-        "python3 benchmarks/rollout.py --device cuda --batches 16 --lora-rank 16 --profile && \
+        "python3 benchmarks/rollout.py --device cuda --batches 16 --lora-rank 16 --profile --count-ops && \
          python3 benchmarks/rollout.py --device cuda --batches 16 --lora-rank 16 --compile-decode --profile" ;;
       graphs) stage 45 "CUDA graph capture check" python3 benchmarks/graph_check.py ;;
       tests) stage 120 "GPU tests (engine vs HF, CUDA graphs; FSDP vs DDP)" \

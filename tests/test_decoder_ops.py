@@ -21,13 +21,14 @@ class _Block(torch.nn.Module):
     def __init__(self, dtype=torch.float32):
         super().__init__()
         self.q_proj = torch.nn.Linear(16, 24, bias=False, dtype=dtype)
+        self.k_proj = torch.nn.Linear(16, 8, bias=False, dtype=dtype)
         self.o_proj = torch.nn.Linear(24, 16, bias=False, dtype=dtype)
 
 
 def _lora(dtype=torch.float32, dropout=0.0, **kw):
     torch.manual_seed(0)
     model = get_peft_model(_Block(dtype), LoraConfig(r=4, lora_alpha=8, lora_dropout=dropout,
-                                                     target_modules=["q_proj"], **kw))
+                                                     target_modules=["q_proj", "k_proj"], **kw))
     with torch.no_grad():
         for n, p in model.named_parameters():
             if "lora_B" in n:
@@ -92,6 +93,11 @@ def test_float32_adapter_on_a_bf16_base_rounds_like_peft():
     assert got.dtype == want.dtype == torch.bfloat16
     torch.testing.assert_close(got.float(), want.float(), rtol=0, atol=0)
     assert (peft_ops, ops) == (7, 5)  # base, cast, A, B, scale, add, cast -> base, cast, A, B, scaled add_
+    k, casts = model.base_model.model.k_proj, {}
+    with torch.no_grad():
+        project(q, x, casts)
+        got, ops = _count(lambda: project(k, x, casts))  # q's cast of x serves k
+        assert torch.equal(got, k(x)) and ops == 4
 
 
 def test_disabled_merged_or_dropout_adapters_run_the_module():

@@ -70,9 +70,10 @@ def layer_qkv(layer: Any, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
     b, T = h.shape[0], h.shape[1]
     attn = layer.self_attn
     x = rms_norm(layer.input_layernorm, h)
-    q = project(attn.q_proj, x).view(b, T, n_heads, head_dim)
-    k = project(attn.k_proj, x).view(b, T, n_kv, head_dim)
-    v = project(attn.v_proj, x).view(b, T, n_kv, head_dim).transpose(1, 2)
+    casts: dict = {}  # x cast once for the adapters of q, k and v
+    q = project(attn.q_proj, x, casts).view(b, T, n_heads, head_dim)
+    k = project(attn.k_proj, x, casts).view(b, T, n_kv, head_dim)
+    v = project(attn.v_proj, x, casts).view(b, T, n_kv, head_dim).transpose(1, 2)
     if hasattr(attn, "q_norm"):
         q, k = rms_norm(attn.q_norm, q), rms_norm(attn.k_norm, k)
     q, k = q.transpose(1, 2), k.transpose(1, 2)
@@ -90,7 +91,9 @@ def mlp(module: Any, x: torch.Tensor) -> torch.Tensor:
     """A gated MLP, down(act(gate(x)) * up(x)), with LoRA-aware projections (else the module's own forward)."""
     if not all(hasattr(module, a) for a in ("gate_proj", "up_proj", "down_proj", "act_fn")):
         return module(x)
-    return project(module.down_proj, module.act_fn(project(module.gate_proj, x)) * project(module.up_proj, x))
+    casts: dict = {}
+    gate, up = project(module.gate_proj, x, casts), project(module.up_proj, x, casts)
+    return project(module.down_proj, module.act_fn(gate) * up)
 
 
 _HF_RMS_NORMS = ("LlamaRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm", "MistralRMSNorm")
@@ -106,21 +109,26 @@ def rms_norm(module: Any, x: torch.Tensor) -> torch.Tensor:
     return F.rms_norm(x, (x.shape[-1],), w, eps)
 
 
-def project(module: Any, x: torch.Tensor) -> torch.Tensor:
+def project(module: Any, x: torch.Tensor, casts: dict | None = None) -> torch.Tensor:
     """`module(x)` for a projection. An unmerged, enabled peft LoRA layer (plain LoRA, no dropout at run time,
-    no LoRA bias) is computed as base(x) + scaling * (x A^T) B^T with fewer ops than peft's forward: when x,
-    the adapter and the base output share a dtype, the B matmul, scaling and add are one `addmm` (3 ops
-    with the base matmul, instead of 5); with a float32 adapter on a bf16 base (peft's default upcast) the scaled add is in place,
-    in float32 and rounded once to the base's dtype, as peft's `Linear` rounds it (its bnb 4-bit layer rounds
-    the LoRA term to bf16 before the add: within an ulp) (5 ops instead of 7)."""
+    no LoRA bias) is computed as base(x) + scaling * (x A^T) B^T with fewer ops than peft's forward:
+    - x, the adapter and the base output in one dtype: the B matmul, scaling and add are one `addmm` (3 ops
+      with the base matmul, instead of 5);
+    - a float32 adapter on a bf16 base (peft's default upcast): the scaled add is in place, in float32 and
+      rounded once to the base's dtype as peft's `Linear` rounds it (its bnb 4-bit layer rounds the LoRA term
+      to bf16 before the add: within an ulp); 5 ops instead of 7, 4 when projections of the same input share
+      `casts` (x's casts by dtype)."""
     adapters = _plain_lora_adapters(module)
     if adapters is None:
         return module(x)
     out = module.base_layer(x)
     flat, x2 = out.reshape(-1, out.shape[-1]), x.reshape(-1, x.shape[-1])
+    casts = {} if casts is None else casts
     for name in adapters:
         a, b, scale = module.lora_A[name].weight, module.lora_B[name].weight, module.scaling[name]
-        xa = F.linear(x2.to(a.dtype), a)
+        if a.dtype not in casts:
+            casts[a.dtype] = x2.to(a.dtype)
+        xa = F.linear(casts[a.dtype], a)
         if flat.dtype == a.dtype == b.dtype:
             flat = torch.addmm(flat, xa, b.t(), alpha=scale)
         else:
@@ -204,7 +212,7 @@ def additive_mask(mask: torch.Tensor) -> torch.Tensor:
 def _fold_query_groups(q: torch.Tensor, mask: torch.Tensor, n_kv: int) -> tuple[torch.Tensor, torch.Tensor]:
     """q (b, H, T, D) as (b, Hkv, G*T, D) and the mask (b, 1, T, L) as (b, 1, G*T, L): query head h = j * G + g
     attends with KV head j (HF's repeat_kv order). A single query's mask (b, 1, 1, L) already broadcasts over
-    the G folded rows, so decode steps keep it as it is (no copy per layer)."""
+    the G folded rows and is returned as it is (boolean or additive)."""
     b, H, T, D = q.shape
     G, L = H // n_kv, mask.shape[-1]
     if G == 1 or T == 1:
