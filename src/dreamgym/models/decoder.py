@@ -9,7 +9,7 @@ its single-query (decode) case as plain matmuls.
 
 Kernel count matters here, not only arithmetic: a GPU decode step replayed from a CUDA graph was measured
 bound by its ~1,400 small kernels (benchmarks/RESULTS.md). So the eager layer uses fewer ops than the HF
-modules for the same math: RMSNorm through `F.rms_norm` (one fused kernel on CUDA, torch >= 2.9, instead of
+modules for the same math: RMSNorm through `F.rms_norm` (ATen's `_fused_rms_norm`, one kernel on CUDA, instead of
 ~8), rotary positions as `q * cos + roll(q) * sin_signed` (3 ops instead of 5 per tensor), and an unmerged
 peft LoRA projection as `addmm(base(x), A(x), B^T, alpha=scaling)` (the B matmul, scaling and add in one
 op). Anything these fast paths do not recognise runs through the module itself."""
