@@ -14,7 +14,7 @@ from dreamgym.op_count import OpCounter
 def _count(fn):
     with OpCounter() as c:
         out = fn()
-    return out, sum(c.by_name.values())
+    return out, c.total
 
 
 class _Block(torch.nn.Module):
